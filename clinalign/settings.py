@@ -1,0 +1,86 @@
+"""Where clinalign keeps its data, and how stage configs are loaded.
+
+Settings come from the environment (``CLINALIGN_DATA_DIR``, ``CLINALIGN_DATABASE_URL`` or
+``DATABASE_URL``), so several instances can run side by side on one machine. Stage configs are
+pydantic models loaded from YAML plus dotted ``--set key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clinalign.schemas import ClinalignError
+
+# PHI may pass through any process that imports clinalign: never let a library phone home.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINALIGN_", extra="ignore")
+
+    data_dir: Path = Path("clinalign-data")
+    """Folder for the SQLite database and every run's files (``artifacts/<run id>/``)."""
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CLINALIGN_DATABASE_URL", "DATABASE_URL")
+    )
+    """SQLAlchemy URL; defaults to SQLite at ``<data_dir>/clinalign.db``."""
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'clinalign.db').resolve()}"
+
+
+class StageConfig(BaseModel):
+    """Shared pydantic options for every stage's ``Config``: unknown keys are errors."""
+
+    model_config = {"extra": "forbid", "use_attribute_docstrings": True}
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ClinalignError(f"--set {dotted}: '{key}' is not a mapping")
+        tree = node
+    tree[leaf] = value
+
+
+def load_config(cls: type[C], path: Path | None = None, overrides: list[str] | None = None) -> C:
+    """Build ``cls`` from an optional YAML file and ``key.sub=value`` overrides (values parsed as YAML)."""
+    data: dict = {}
+    if path is not None:
+        if not path.is_file():
+            raise ClinalignError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ClinalignError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ClinalignError(f"{path}: a config must be a mapping of keys to values")
+        data = loaded or {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ClinalignError(f"--set expects key=value, got {item!r}")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ClinalignError(f"{where}invalid {cls.__module__.rsplit('.', 1)[-1]} config: {problems}") from None

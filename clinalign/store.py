@@ -1,0 +1,257 @@
+"""The store: SQLAlchemy 2 tables every stage reads and writes, and small named queries.
+
+SQLite (WAL, foreign keys on) by default; PostgreSQL through ``DATABASE_URL`` unchanged. The schema
+is owned by Alembic migrations (``clinalign/migrations``); ``Store.open`` brings a database up to date.
+
+PHI rule: ``RawRecord`` is the quarantine. Only ``ingest`` writes it and only ``deidentify`` reads
+it; every later stage reads ``Record`` through ``deidentified_records()``, which is the PHI gate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+DEIDENTIFIED = "deidentified"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class User(Base):
+    """Anyone who judges: a clinician, or a clearly named simulated rater."""
+
+    __tablename__ = "user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(30))
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    profile: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RawRecord(Base):
+    """An ingested case as it arrived: quarantined, may hold PHI."""
+
+    __tablename__ = "raw_record"
+    __table_args__ = (UniqueConstraint("external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(500))
+    source_line: Mapped[int]
+    payload: Mapped[dict]
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+
+
+class Record(Base):
+    """A de-identified case: the only form of a case that later stages may read."""
+
+    __tablename__ = "record"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    raw_id: Mapped[int] = mapped_column(ForeignKey("raw_record.id"), unique=True)
+    external_id: Mapped[str] = mapped_column(String(200))
+    deid_status: Mapped[str] = mapped_column(String(20))
+    persona: Mapped[str] = mapped_column(String(20))
+    specialty: Mapped[str] = mapped_column(String(60))
+    risk: Mapped[str] = mapped_column(String(20))
+    prompt: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    variants: Mapped[list] = mapped_column(default=list)
+    phi_counts: Mapped[dict] = mapped_column(default=dict)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+
+
+class Prompt(Base):
+    """A curated prompt in one dataset version, with its split."""
+
+    __tablename__ = "prompt"
+    __table_args__ = (UniqueConstraint("dataset_version", "record_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("record.id"))
+    dataset_version: Mapped[str] = mapped_column(String(64), index=True)
+    split: Mapped[str] = mapped_column(String(10))
+    persona: Mapped[str] = mapped_column(String(20))
+    specialty: Mapped[str] = mapped_column(String(60))
+    risk: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    variants: Mapped[list] = mapped_column(default=list)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+
+
+class Candidate(Base):
+    """One model answer to one prompt."""
+
+    __tablename__ = "candidate"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id"), index=True)
+    model_artifact_id: Mapped[int] = mapped_column(ForeignKey("artifact.id"))
+    text: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+
+
+class Task(Base):
+    """A pair of candidates to compare, wanting ``overlap`` independent judgements."""
+
+    __tablename__ = "task"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id"), index=True)
+    candidate_a_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
+    candidate_b_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
+    overlap: Mapped[int]
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+
+
+class Judgement(Base):
+    """One rater's verdict on one task; never edited in place (the audit chain holds each one)."""
+
+    __tablename__ = "judgement"
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    choice: Mapped[str] = mapped_column(String(20))
+    ratings_a: Mapped[dict]
+    ratings_b: Mapped[dict]
+    tags_a: Mapped[list] = mapped_column(default=list)
+    tags_b: Mapped[list] = mapped_column(default=list)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    rewrite: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Run(Base):
+    """One execution of one stage: its config, code version, timing and outcome."""
+
+    __tablename__ = "run"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(40), index=True)
+    config: Mapped[dict]
+    config_hash: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(String(500))
+    metrics: Mapped[dict] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class Artifact(Base):
+    """Something a run produced: a file or folder (path + sha256) or a content-hashed slice of the store."""
+
+    __tablename__ = "artifact"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    uri: Mapped[str] = mapped_column(String(1000))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    meta: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RunIO(Base):
+    """A lineage edge: ``run`` read (``input``) or wrote (``output``) ``artifact``."""
+
+    __tablename__ = "run_io"
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"), primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifact.id"), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(6), primary_key=True)
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained record of a human or machine action.
+
+    ``prev_hash`` is unique, so two writers racing for the chain's tip cannot fork it: the loser's
+    insert fails and it retries on the new tip (see ``audit.record_event``).
+    """
+
+    __tablename__ = "audit_event"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Store:
+    """An engine plus a session factory; ``Store.open(url)`` also migrates the schema to head."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> Store:
+        if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back whole on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+
+def deidentified_records(session: Session) -> list[Record]:
+    """The PHI gate: the only query later stages use to read cases."""
+    return list(session.scalars(select(Record).where(Record.deid_status == DEIDENTIFIED).order_by(Record.id)))
+
+
+def prompts(session: Session, dataset_version: str, split: str | None = None) -> list[Prompt]:
+    query = select(Prompt).where(Prompt.dataset_version == dataset_version)
+    if split is not None:
+        query = query.where(Prompt.split == split)
+    return list(session.scalars(query.order_by(Prompt.id)))
