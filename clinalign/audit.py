@@ -209,13 +209,18 @@ def track_run(store: Store, stage: str, config: BaseModel, data_dir: Path) -> It
         log.info("run %s: %s %s in %.1fs", run_id, stage, status, time.perf_counter() - started)
 
 
-def latest_artifact(session: Session, kind: str) -> Artifact | None:
-    """The newest artifact of ``kind`` from a run that succeeded."""
+def artifacts(session: Session, kind: str) -> list[Artifact]:
+    """Artifacts of ``kind`` from runs that succeeded, newest first."""
     query = (
         select(Artifact).join(Run, Artifact.run_id == Run.id)
-        .where(Artifact.kind == kind, Run.status == "succeeded").order_by(Artifact.id.desc()).limit(1)
+        .where(Artifact.kind == kind, Run.status == "succeeded").order_by(Artifact.id.desc())
     )
-    return session.scalar(query)
+    return list(session.scalars(query))
+
+
+def latest_artifact(session: Session, kind: str) -> Artifact | None:
+    found = artifacts(session, kind)
+    return found[0] if found else None
 
 
 def require_artifact(session: Session, kind: str, artifact_id: int | None) -> Artifact:

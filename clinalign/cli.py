@@ -1,0 +1,218 @@
+"""The ``clinalign`` command line: one thin command per stage, plus audit, lineage and the demo.
+
+Every stage command takes ``--config FILE`` (YAML) and any number of ``--set key.sub=value``.
+Errors a user can fix print as one red line (exit code 2), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clinalign.schemas import ClinalignError
+
+# Locals in a traceback could hold record text: never print them.
+app = typer.Typer(help="Align a language model with your own clinicians, safely and auditably.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+train_app = typer.Typer(help="Train a policy or reward model with TRL.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check the tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config for the stage.", exists=False)
+SetOpt = typer.Option([], "--set", "-s", help="Override a config key: key.sub=value (repeatable).")
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames, not ours to fix
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{key}.")
+        elif not isinstance(value, list):  # curves go to the report
+            rows.append((prefix + key, f"{value:.4g}" if isinstance(value, float) else value))
+    return rows
+
+
+def render_metrics(stage: str, run_id: int, metrics: dict) -> None:
+    table = Table(title=f"{stage} (run {run_id})", show_header=False, title_justify="left")
+    for key, value in _flat(metrics):
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def run_stage(stage: str, module_name: str, config_path: Path | None, overrides: list[str],
+              extra: dict | None = None) -> dict:
+    """Load the stage's config, open the store, run the stage inside ``track_run``, show its figures."""
+    _quiet_libraries()
+    from clinalign import progress
+    from clinalign.audit import track_run
+    from clinalign.settings import Settings, load_config
+    from clinalign.store import Store
+
+    module = importlib.import_module(f"clinalign.{module_name}")
+    try:
+        config = load_config(module.Config, config_path, overrides)
+        if extra:
+            config = config.model_copy(update=extra)
+        settings = Settings()
+        store = Store.open(settings.url)
+        with progress.shown(err_console), track_run(store, stage, config, settings.data_dir) as ctx:
+            metrics = module.run(ctx, config)
+    except ClinalignError as err:
+        fail(str(err))
+    render_metrics(stage, ctx.run_id, metrics)
+    return metrics
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each stage's progress.")) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)])
+
+
+@app.command()
+def ingest(path: Path | None = typer.Argument(None, help="JSONL, CSV or Parquet file of cases."),
+           config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Validate and store cases in quarantine (they may hold PHI)."""
+    run_stage("ingest", "ingest", config, set_ + ([f"path={path}"] if path else []))
+
+
+@app.command()
+def deidentify(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Remove PHI from quarantined cases; only de-identified records go further."""
+    run_stage("deidentify", "deidentify", config, set_)
+
+
+@app.command()
+def curate(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Deduplicate, filter and split de-identified records into a versioned prompt set."""
+    run_stage("curate", "curate", config, set_)
+
+
+@app.command()
+def generate(model: str | None = typer.Option(None, "--model", help="Model folder, cached hub id or artifact id."),
+             config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Sample candidate answers for every prompt."""
+    run_stage("generate", "generate", config, set_ + ([f"model={model}"] if model else []))
+
+
+@app.command()
+def annotate(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Build the pairwise task queue and judge it with the SIMULATED clinician panel."""
+    run_stage("annotate", "annotate", config, set_)
+
+
+@app.command()
+def preferences(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Measure agreement, take the consensus and export TRL preference pairs."""
+    run_stage("preferences", "preferences", config, set_)
+
+
+@train_app.command("sft")
+def train_sft(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer); with no base, builds a small model from scratch."""
+    run_stage("train.sft", "train.sft", config, set_)
+
+
+@train_app.command("reward")
+def train_reward(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Reward model on the consensus pairs (TRL RewardTrainer)."""
+    run_stage("train.reward", "train.reward", config, set_)
+
+
+@train_app.command("dpo")
+def train_dpo(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Direct preference optimisation with LoRA (TRL DPOTrainer + PEFT)."""
+    run_stage("train.dpo", "train.dpo", config, set_)
+
+
+@app.command()
+def evaluate(model: str | None = typer.Option(None, "--model", help="Policy to evaluate (default: newest)."),
+             config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Compare a policy with its baseline on the held-out split: safety first, then accuracy."""
+    run_stage("evaluate", "evaluate", config, set_ + ([f"policy={model}"] if model else []))
+
+
+@app.command()
+def report(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Write the self-contained HTML report (figures, plots, lineage)."""
+    metrics = run_stage("report", "report", config, set_)
+    console.print(f"report: [bold]{metrics['path']}[/]")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; name the first event that was altered, inserted or removed."""
+    from clinalign.audit import verify_chain
+    from clinalign.settings import Settings
+    from clinalign.store import Store
+
+    with Store.open(Settings().url).session() as session:
+        result = verify_chain(session)
+    if not result.ok:
+        fail(f"audit chain broken at event {result.first_broken}: {result.reason}")
+    console.print(f"audit chain intact: {result.events} events")
+
+
+@app.command()
+def lineage(artifact_id: int = typer.Argument(..., help="Artifact id (see the report or a stage's output).")) -> None:
+    """Print the runs and data behind an artifact, back to the source files."""
+    from clinalign import audit
+    from clinalign.settings import Settings
+    from clinalign.store import Store
+
+    try:
+        with Store.open(Settings().url).session() as session:
+            steps = audit.lineage(session, artifact_id)
+            for step in steps:
+                a, run = step.artifact, step.run
+                made = f"run {run.id} {run.stage} ({run.code_version}, config {run.config_hash[:10]})" if run else "outside"
+                sha = (a.sha256 or "-")[:12]
+                console.print(f"{'  ' * step.depth}artifact {a.id} [bold]{a.kind}[/] sha256:{sha} <- {made}", highlight=False)
+                console.print(f"{'  ' * step.depth}  {a.uri}", style="dim", highlight=False)
+    except ClinalignError as err:
+        fail(str(err))
+
+
+@app.command()
+def demo(workspace: Path | None = typer.Option(None, help="Folder for this demo's database and files "
+                                                          "(default: runs/demo-<time>)."),
+         quick: bool = typer.Option(False, help="A miniature loop (about a minute) for smoke tests.")) -> None:
+    """Run the whole loop on the bundled synthetic scenarios and write the HTML report."""
+    _quiet_libraries()
+    from clinalign import demo as demo_module
+
+    try:
+        path = demo_module.run(workspace, quick=quick, console=err_console)
+    except ClinalignError as err:
+        fail(str(err))
+    console.print(f"\n[bold green]Report:[/] {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,130 @@
+"""Curate de-identified records into a versioned prompt set: dedupe, filter, stratified split.
+
+Reads: ``Record`` (through the PHI gate ``store.deidentified_records``).
+Writes: ``Prompt`` rows under a content-hash ``dataset_version``; artifact ``prompt_set``.
+
+Duplicates are found exactly and after normalisation (Unicode NFKC, case, whitespace, punctuation);
+the first occurrence is kept. Near-duplicate search at scale (MinHash / embeddings) is issue #3.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import unicodedata
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from clinalign.audit import RunContext, artifacts, canonical_json, record_event, sha256_text
+from clinalign.settings import StageConfig
+from clinalign.store import Prompt, Record, deidentified_records
+
+log = logging.getLogger(__name__)
+
+
+class Config(StageConfig):
+    min_chars: int = 15
+    """Prompts shorter than this are dropped as too thin to judge."""
+
+    max_chars: int = 4000
+    """Prompts longer than this are dropped (they would be truncated by small models)."""
+
+    min_alpha_ratio: float = 0.5
+    """Share of letters among non-space characters; below it a prompt is mostly codes or noise."""
+
+    require_reference: bool = True
+    """Keep only cases with a reference answer: the rubric, SFT and evaluation need one."""
+
+    test_fraction: float = 0.2
+    """Share of each risk level held out for evaluation (stratified so emergencies appear in both)."""
+
+    seed: int = 13
+    """Seed of the split shuffle."""
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"[^\w\s\[\]]", " ", text)  # keep [NAME]-style tags distinct from words
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _quality_problem(record: Record, config: Config) -> str | None:
+    text = record.prompt.strip()
+    if len(text) < config.min_chars:
+        return "too_short"
+    if len(text) > config.max_chars:
+        return "too_long"
+    visible = [c for c in text if not c.isspace()]
+    if sum(c.isalpha() for c in visible) / len(visible) < config.min_alpha_ratio:
+        return "low_alpha"
+    if config.require_reference and not (record.reference or "").strip():
+        return "no_reference"
+    return None
+
+
+def select_records(records: list[Record], config: Config) -> tuple[list[Record], dict[str, int]]:
+    """Drop duplicates (exact, then normalised) and low-quality records; count each reason."""
+    dropped: dict[str, int] = defaultdict(int)
+    exact: set[str] = set()
+    normal: set[str] = set()
+    kept = []
+    for record in records:
+        if record.prompt in exact:
+            dropped["exact_duplicate"] += 1
+            continue
+        exact.add(record.prompt)
+        key = normalise(record.prompt)
+        if key in normal:
+            dropped["normalised_duplicate"] += 1
+            continue
+        normal.add(key)
+        problem = _quality_problem(record, config)
+        if problem:
+            dropped[problem] += 1
+            continue
+        kept.append(record)
+    return kept, dict(dropped)
+
+
+def stratified_split(records: list[Record], test_fraction: float, seed: int) -> dict[int, str]:
+    """Assign train/test within each risk level; every level with 2+ records gets a test item."""
+    by_risk: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_risk[record.risk].append(record)
+    rng = random.Random(seed)
+    split = {}
+    for risk in sorted(by_risk):
+        group = sorted(by_risk[risk], key=lambda r: r.id)
+        rng.shuffle(group)
+        n_test = max(1, round(len(group) * test_fraction)) if len(group) >= 2 else 0
+        for i, record in enumerate(group):
+            split[record.id] = "test" if i < n_test else "train"
+    return split
+
+
+def run(ctx: RunContext, config: Config) -> dict:
+    with ctx.store.session() as session:
+        records = deidentified_records(session)
+        kept, dropped = select_records(records, config)
+        split = stratified_split(kept, config.test_fraction, config.seed)
+        rows = [[r.id, split[r.id], r.prompt, r.reference, r.variants] for r in kept]
+        version = sha256_text(canonical_json(rows))
+        for source in artifacts(session, "records"):
+            ctx.use(source.id)
+        already = session.scalar(select(Prompt.id).where(Prompt.dataset_version == version).limit(1))
+        if already is None:
+            session.add_all(
+                Prompt(record_id=r.id, dataset_version=version, split=split[r.id], persona=r.persona,
+                       specialty=r.specialty, risk=r.risk, text=r.prompt, reference=r.reference,
+                       variants=r.variants, run_id=ctx.run_id)
+                for r in kept
+            )
+        counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "test")}
+        ctx.produce(session, "prompt_set", f"store://prompt?version={version}", version,
+                    {"dataset_version": version, **counts, "dropped": dropped})
+        record_event(session, "system", "curate", f"dataset:{version[:12]}", {"kept": len(kept), "dropped": dropped})
+    log.info("curated %d prompts (%s), dropped %s, version %s", len(kept), counts, dropped, version[:12])
+    ctx.metrics.update(kept=len(kept), dropped=dropped, dataset_version=version, **counts)
+    return ctx.metrics

@@ -1,0 +1,176 @@
+"""Evaluate a tuned policy against its baseline on the held-out split: safety first, then accuracy.
+
+Reads: the test split of a prompt set; the policy and baseline models; the reward model; a
+multiple-choice set (bundled by default).
+Writes: ``eval.json`` with every figure and sample answers; artifact ``eval_report``.
+
+Figures, each for the baseline ("before") and the policy ("after"):
+
+* reward-model win rate of the policy's answers over the baseline's on the same prompts;
+* red-flag escalation rate: share of answers to emergency prompts that send the reader to
+  emergency care (``guardrails.escalates``);
+* personalised-prescribing rate over all answers;
+* unsafe-variant preference rate: how often the model gives a known unsafe variant a higher
+  per-token likelihood than the reference answer;
+* multiple-choice accuracy by per-token log-likelihood of each option.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import select
+
+from clinalign import guardrails, lm, progress
+from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
+from clinalign.schemas import ClinalignError
+from clinalign.settings import StageConfig
+from clinalign.store import Artifact, Prompt, RunIO, prompts
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MCQ = resources.files("clinalign") / "data" / "mcq.jsonl"
+
+
+class Config(StageConfig):
+    policy: str | None = None
+    """Policy to evaluate: artifact id, folder or cached hub id; default: the newest policy."""
+
+    baseline: str | None = None
+    """Baseline to compare with; default: the model the policy was tuned from (by lineage)."""
+
+    reward_model: int | None = None
+    """Artifact id of the reward model that judges the win rate; default: the newest."""
+
+    prompt_set: int | None = None
+    """Artifact id of the prompt set whose test split is used; default: the newest."""
+
+    mcq: Path = Path(str(BUNDLED_MCQ))
+    """Multiple-choice JSONL (``question``, ``options``, ``answer`` index); default: 24 bundled items."""
+
+    samples_per_prompt: int = 2
+    max_new_tokens: int = 72
+    temperature: float = 0.7
+    seed: int = 5
+
+
+def _baseline_ref(session, policy: Artifact) -> str:
+    """The model the policy's producing run read: its baseline by construction."""
+    parent = session.scalar(
+        select(Artifact).join(RunIO, RunIO.artifact_id == Artifact.id)
+        .where(RunIO.run_id == policy.run_id, RunIO.direction == "input",
+               Artifact.kind.in_(("model", "external_model"))).limit(1)
+    )
+    if parent is None:
+        raise ClinalignError(f"artifact {policy.id} has no model among its inputs: pass --set baseline=...")
+    return str(parent.id)
+
+
+def read_mcq(path: Path) -> list[dict]:
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if not isinstance(item.get("options"), list) or not isinstance(item.get("answer"), int):
+            raise ClinalignError(f"{path}:{number}: needs 'question', 'options' (list) and 'answer' (index)")
+        items.append(item)
+    return items
+
+
+def reward_scores(folder: str, pairs: list[tuple[str, str]]) -> list[float]:
+    """Scalar reward for each (prompt, answer), through the reward model's own chat template."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    scores = []
+    with torch.no_grad():
+        for prompt, answer in pairs:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False)
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=384)
+            scores.append(float(model(**ids).logits[0, 0]))
+    return scores
+
+
+def _model_figures(loaded: lm.LoadedLM, test: list[Prompt], mcq: list[dict], config: Config, label: str) -> dict:
+    answers = []
+    with progress.task(f"evaluate {label}", len(test) + len(mcq)) as advance:
+        for p in test:
+            answers.append(lm.sample(loaded, [p.text], config.samples_per_prompt, config.max_new_tokens,
+                                     config.temperature, 0.95, config.seed)[0])
+            advance(1)
+        unsafe_wins = unsafe_total = 0
+        for p in test:
+            if p.reference and p.variants:
+                ref = lm.answer_logprob(loaded, p.text, p.reference)
+                for v in p.variants:
+                    unsafe_total += 1
+                    unsafe_wins += lm.answer_logprob(loaded, p.text, v["text"]) > ref
+        correct = 0
+        for item in mcq:
+            scores = [lm.answer_logprob(loaded, item["question"], option) for option in item["options"]]
+            correct += max(range(len(scores)), key=scores.__getitem__) == item["answer"]
+            advance(1)
+    emergency = [a for p, group in zip(test, answers, strict=True) if p.risk == "emergency" for a in group]
+    flat = [a for group in answers for a in group]
+    return {
+        "answers": answers,
+        "red_flag_escalation_rate": sum(map(guardrails.escalates, emergency)) / len(emergency) if emergency else None,
+        "personalised_prescribing_rate": sum(map(guardrails.personalised_prescribing, flat)) / len(flat),
+        "unsafe_variant_preference_rate": unsafe_wins / unsafe_total if unsafe_total else None,
+        "mcq_accuracy": correct / len(mcq) if mcq else None,
+    }
+
+
+def run(ctx: RunContext, config: Config) -> dict:
+    with ctx.store.session() as session:
+        prompt_set = require_artifact(session, "prompt_set", config.prompt_set)
+        ctx.use(prompt_set.id)
+        test = prompts(session, prompt_set.sha256, "test")
+        policy_art, policy_path = model_artifact(session, ctx, config.policy, ("model",))
+        baseline_ref = config.baseline or _baseline_ref(session, policy_art)
+        baseline_art, baseline_path = model_artifact(session, ctx, baseline_ref, ("model", "external_model"))
+        reward_art = require_artifact(session, "reward_model", config.reward_model)
+        ctx.use(reward_art.id)
+    if not test:
+        raise ClinalignError("the prompt set has no test split to evaluate on")
+    mcq = read_mcq(config.mcq)
+    figures = {}
+    for label, path in (("before", baseline_path), ("after", policy_path)):
+        figures[label] = _model_figures(lm.load(path), test, mcq, config, label)
+    pairs = [(p.text, a) for label in ("before", "after") for p, group in zip(test, figures[label]["answers"], strict=True)
+             for a in group]
+    scores = reward_scores(reward_art.uri, pairs)
+    k = config.samples_per_prompt
+    half = len(scores) // 2
+    wins = 0.0
+    for i in range(len(test)):
+        before = sum(scores[i * k:(i + 1) * k]) / k
+        after = sum(scores[half + i * k:half + (i + 1) * k]) / k
+        wins += 1.0 if after > before else 0.5 if after == before else 0.0
+    summary = {
+        "test_prompts": len(test), "mcq_items": len(mcq),
+        "reward_win_rate": wins / len(test),
+        "mean_reward": {"before": sum(scores[:half]) / half, "after": sum(scores[half:]) / half},
+        **{metric: {label: figures[label][metric] for label in ("before", "after")}
+           for metric in ("red_flag_escalation_rate", "personalised_prescribing_rate",
+                          "unsafe_variant_preference_rate", "mcq_accuracy")},
+        "models": {"before": baseline_art.id, "after": policy_art.id, "reward": reward_art.id},
+    }
+    samples = [{"prompt_id": p.id, "risk": p.risk, "prompt": p.text, "before": figures["before"]["answers"][i][0],
+                "after": figures["after"]["answers"][i][0]} for i, p in enumerate(test)]
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.out_dir / "eval.json"
+    path.write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))
+    with ctx.store.session() as session:
+        art = ctx.produce_path(session, "eval_report", path, summary)
+        record_event(session, "system", "evaluate", f"artifact:{art.id}", {"reward_win_rate": summary["reward_win_rate"]})
+    log.info("evaluation: %s", summary)
+    ctx.metrics.update(summary)
+    return ctx.metrics

@@ -1,0 +1,69 @@
+"""Generate candidate answers for every prompt of a prompt set with a causal LM.
+
+Reads: ``Prompt`` rows of one dataset version (artifact ``prompt_set``); a model (artifact or folder).
+Writes: ``Candidate`` rows; artifact ``candidates``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from clinalign import lm, progress
+from clinalign.audit import RunContext, canonical_json, model_artifact, record_event, require_artifact, sha256_text
+from clinalign.settings import StageConfig
+from clinalign.store import Candidate, prompts
+
+log = logging.getLogger(__name__)
+
+
+class Config(StageConfig):
+    model: str | None = None
+    """Artifact id, model folder or cached hub id; default: the newest trained policy in the store."""
+
+    prompt_set: int | None = None
+    """Artifact id of the prompt set; default: the newest."""
+
+    splits: list[Literal["train", "test"]] = ["train", "test"]
+    """Which splits get candidates (the test split's judgements measure the reward model)."""
+
+    n_candidates: int = 4
+    """Sampled answers per prompt; pairs of them become annotation tasks."""
+
+    max_new_tokens: int = 72
+    temperature: float = 1.0
+    """Sampling temperature; 1.0 keeps the policy's own mix of good and bad answers visible to raters."""
+
+    top_p: float = 0.95
+    batch_size: int = 16
+    seed: int = 7
+
+
+def run(ctx: RunContext, config: Config) -> dict:
+    with ctx.store.session() as session:
+        prompt_set = require_artifact(session, "prompt_set", config.prompt_set)
+        ctx.use(prompt_set.id)
+        model_art, model_path = model_artifact(session, ctx, config.model, ("model",))
+        items = [p for split in config.splits for p in prompts(session, prompt_set.sha256, split)]
+    loaded = lm.load(model_path)
+    rows: list[Candidate] = []
+    with progress.task("generate", len(items)) as advance:
+        for start in range(0, len(items), config.batch_size):
+            batch = items[start:start + config.batch_size]
+            answers = lm.sample(loaded, [p.text for p in batch], config.n_candidates, config.max_new_tokens,
+                                config.temperature, config.top_p, config.seed + start)
+            for prompt, texts in zip(batch, answers, strict=True):
+                rows.extend(Candidate(prompt_id=prompt.id, model_artifact_id=model_art.id, text=t, run_id=ctx.run_id)
+                            for t in texts)
+            advance(len(batch))
+    with ctx.store.session() as session:
+        session.add_all(rows)
+        session.flush()
+        digest = sha256_text(canonical_json([[c.prompt_id, c.text] for c in rows]))
+        ctx.produce(session, "candidates", f"store://candidate?run={ctx.run_id}", digest,
+                    {"count": len(rows), "prompts": len(items), "model_artifact": model_art.id})
+        record_event(session, "system", "generate", f"run:{ctx.run_id}", {"candidates": len(rows)})
+    empty = sum(1 for c in rows if not c.text)
+    log.info("generated %d candidates for %d prompts (%d empty)", len(rows), len(items), empty)
+    ctx.metrics.update(candidates=len(rows), prompts=len(items), empty=empty)
+    return ctx.metrics

@@ -1,0 +1,1 @@
+"""Trainers: thin wrappers around TRL, one module per algorithm, named as in TRL."""

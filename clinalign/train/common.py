@@ -1,0 +1,84 @@
+"""What every trainer wrapper shares: TRL config assembly, progress, datasets, saving."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from clinalign import progress
+from clinalign.schemas import ClinalignError
+
+
+def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict) -> Any:
+    """Build a TRL config class from our defaults plus the user's ``trl:`` mapping, unchanged."""
+    import torch
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ClinalignError(f"trl.{unknown[0]} is not a field of TRL's {cls.__name__}")
+    fixed = {
+        "output_dir": str(out_dir / "checkpoints"),
+        "report_to": [],
+        "disable_tqdm": True,  # our own rich bar instead
+        "use_cpu": not torch.cuda.is_available(),
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "seed": 0,
+    }
+    return cls(**{**fixed, **defaults, **overrides})
+
+
+def show_progress(trainer, description: str) -> None:
+    """Replace the trainer's console printer (active when tqdm is off) with our rich bar."""
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressCallback(description))
+
+
+class ProgressCallback(TrainerCallback):
+    """Drives a rich bar over the optimiser steps of a Hugging Face trainer."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self._ctx = None
+        self._advance = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._ctx = progress.task(self.description, state.max_steps)
+        self._advance = self._ctx.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._advance(1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._ctx.__exit__(None, None, None)
+
+
+def losses(log_history: list[dict]) -> list[dict]:
+    """The per-step training loss curve from a trainer's log history."""
+    return [{"step": e["step"], "loss": e["loss"]} for e in log_history if "loss" in e and "step" in e]
+
+
+def save(trainer, tokenizer, folder: Path, log_history: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "log_history.json").write_text(json.dumps(log_history, indent=1))
+
+
+def preference_splits(folder: Path):
+    """Load an exported preference dataset (TRL format) as a ``DatasetDict`` with train/test."""
+    from datasets import load_dataset
+
+    files = {split: str(folder / f"{split}.parquet") for split in ("train", "test") if (folder / f"{split}.parquet").exists()}
+    if "train" not in files:
+        raise ClinalignError(f"{folder}: no train.parquet; run `clinalign preferences` first")
+    return load_dataset("parquet", data_files=files)

@@ -1,0 +1,69 @@
+"""Reward model with TRL's ``RewardTrainer`` on the panel's consensus pairs.
+
+Reads: a ``preference_dataset`` artifact (train split to learn, test split to measure); a backbone
+(default: the newest policy model, given a scalar head).
+Writes: a sequence-classification model folder; artifact ``reward_model`` with its held-out pairwise
+accuracy against the panel majority.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
+from clinalign.settings import StageConfig
+from clinalign.train import common
+
+log = logging.getLogger(__name__)
+
+TRL_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 5e-4,
+                "lr_scheduler_type": "linear", "max_length": 384}
+
+
+class Config(StageConfig):
+    base: str | None = None
+    """Backbone: artifact id, model folder or cached hub id; default: the newest policy model."""
+
+    dataset: int | None = None
+    """Artifact id of the preference dataset; default: the newest."""
+
+    trl: dict = {}
+    """Fields of TRL's ``RewardConfig``, handed over unchanged (over the defaults above)."""
+
+
+def run(ctx: RunContext, config: Config) -> dict:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    with ctx.store.session() as session:
+        dataset_art = require_artifact(session, "preference_dataset", config.dataset)
+        ctx.use(dataset_art.id)
+        _, base_path = model_artifact(session, ctx, config.base, ("model",))
+    splits = common.preference_splits(Path(dataset_art.uri))
+    columns = ["prompt", "chosen", "rejected", "margin"]
+    train = splits["train"].select_columns(columns)
+    test = splits["test"].select_columns(columns) if "test" in splits else None
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = common.trl_config(RewardConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer)
+    common.show_progress(trainer, "train reward")
+    trainer.train()
+    metrics = {"train_pairs": len(train), "test_pairs": len(test) if test is not None else 0}
+    if test is not None and len(test):
+        held_out = trainer.evaluate()
+        metrics["test_accuracy"] = held_out["eval_accuracy"]
+        metrics["test_loss"] = held_out["eval_loss"]
+    curve = common.losses(trainer.state.log_history)
+    folder = ctx.out_dir / "model"
+    common.save(trainer, tokenizer, folder, trainer.state.log_history)
+    with ctx.store.session() as session:
+        art = ctx.produce_path(session, "reward_model", folder, metrics)
+        record_event(session, "system", "train.reward", f"artifact:{art.id}", metrics)
+    log.info("reward model: %s", metrics)
+    ctx.metrics.update(metrics, loss_curve=curve)
+    return ctx.metrics
