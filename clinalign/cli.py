@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -193,8 +194,9 @@ def lineage(artifact_id: int = typer.Argument(..., help="Artifact id (see the re
                 a, run = step.artifact, step.run
                 made = f"run {run.id} {run.stage} ({run.code_version}, config {run.config_hash[:10]})" if run else "outside"
                 sha = (a.sha256 or "-")[:12]
-                console.print(f"{'  ' * step.depth}artifact {a.id} [bold]{a.kind}[/] sha256:{sha} <- {made}", highlight=False)
-                console.print(f"{'  ' * step.depth}  {a.uri}", style="dim", highlight=False)
+                console.print(f"{'  ' * step.depth}artifact {a.id} [bold]{a.kind}[/] sha256:{sha} <- {made}",
+                              highlight=False, soft_wrap=True)
+                console.print(f"{'  ' * step.depth}  {a.uri}", style="dim", highlight=False, soft_wrap=True)
     except ClinalignError as err:
         fail(str(err))
 
@@ -207,10 +209,17 @@ def demo(workspace: Path | None = typer.Option(None, help="Folder for this demo'
     _quiet_libraries()
     from clinalign import demo as demo_module
 
+    started = time.perf_counter()
+
+    def show(number: int, stage: str, run_id: int, metrics: dict, seconds: float) -> None:
+        console.rule(f"[bold]{number}/{len(demo_module.STAGES)} {stage}[/] ({seconds:.0f} s)")
+        render_metrics(stage, run_id, metrics)
+
     try:
-        path = demo_module.run(workspace, quick=quick, console=err_console)
+        path = demo_module.run(workspace, quick=quick, on_stage=show)
     except ClinalignError as err:
         fail(str(err))
+    console.print(f"\nThe whole loop took {time.perf_counter() - started:.0f} s.")
     console.print(f"\n[bold green]Report:[/] {path}")
 
 

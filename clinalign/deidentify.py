@@ -18,7 +18,7 @@ from functools import cache
 
 from sqlalchemy import select
 
-from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
+from clinalign.audit import RunContext, artifacts, canonical_json, record_event, sha256_text
 from clinalign.settings import StageConfig
 from clinalign.store import DEIDENTIFIED, RawRecord, Record
 
@@ -41,7 +41,7 @@ TAGS = {
 }
 
 # A capitalised or all-capitals word, then up to two more (an initial may sit between them).
-_WORD = r"(?:[A-Z][a-z'\-]+|[A-Z]{2,})"
+_WORD = r"(?:[A-Z][A-Za-z'\-]*[a-z]|[A-Z]{2,})"  # O'Neil, McDonald, Smith-Jones, SMITH
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
           r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
 _NAME = rf"{_WORD}(?:\s+[A-Z]\.)?(?:\s+{_WORD}){{0,2}}"
@@ -145,6 +145,8 @@ def redact(text: str, score_threshold: float = 0.3) -> tuple[str, Counter]:
 def run(ctx: RunContext, config: Config) -> dict:
     totals: Counter = Counter()
     with ctx.store.session() as session:
+        for source in artifacts(session, "raw_records"):
+            ctx.use(source.id)
         pending = session.scalars(
             select(RawRecord).outerjoin(Record, Record.raw_id == RawRecord.id).where(Record.id.is_(None)).order_by(RawRecord.id)
         ).all()

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from clinalign.audit import RunContext, record_event, require_artifact
 from clinalign.schemas import AXES
 from clinalign.settings import StageConfig
-from clinalign.store import Candidate, Judgement, Prompt, Task
+from clinalign.store import Candidate, Judgement, Prompt, Task, User
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ def run(ctx: RunContext, config: Config) -> dict:
         cand_ids = {c for t in tasks.values() for c in (t.candidate_a_id, t.candidate_b_id)}
         candidates = {c.id: c for c in session.scalars(select(Candidate).where(Candidate.id.in_(cand_ids)))}
         prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_({t.prompt_id for t in tasks.values()})))}
+        usernames = {u.id: u.username for u in session.scalars(select(User))}
 
     stats = agreement(judgements)
+    stats["rater_vs_rest_by_user"] = {usernames[int(u)]: v for u, v in sorted(stats["rater_vs_rest_by_user"].items())}
     votes: dict[int, list[str]] = defaultdict(list)
     for j in judgements:
         votes[j.task_id].append(j.choice)

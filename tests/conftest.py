@@ -1,0 +1,83 @@
+"""Shared fixtures: stores (SQLite, and PostgreSQL when CLINALIGN_TEST_POSTGRES_URL names one), a
+helper that runs one stage exactly as the CLI does, and one miniature run of the whole loop."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from clinalign.audit import track_run  # noqa: E402
+from clinalign.store import Store  # noqa: E402
+
+PG_URL = os.environ.get("CLINALIGN_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(f"sqlite:///{tmp_path / 'test.db'}")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    if not PG_URL:
+        pytest.skip("CLINALIGN_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_store(pg_server_url: str):
+    """A fresh PostgreSQL database per test, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"clinalign_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    store = Store.open(make_url(pg_server_url).set(database=name).render_as_string(hide_password=False))
+    yield store
+    store.engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request, tmp_path: Path):
+    """The same test against SQLite and against PostgreSQL."""
+    if request.param == "sqlite":
+        return Store.open(f"sqlite:///{tmp_path / 'test.db'}")
+    return request.getfixturevalue("pg_store")
+
+
+def run_stage(store: Store, data_dir: Path, stage: str, **overrides) -> dict:
+    """Run one stage as the CLI does: typed config, inside ``track_run``."""
+    module = importlib.import_module(f"clinalign.{stage}")
+    config = module.Config.model_validate(overrides)
+    with track_run(store, stage, config, data_dir) as ctx:
+        return module.run(ctx, config)
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory) -> Path:
+    """One miniature run of the whole loop (``clinalign demo --quick``), shared by the tests that
+    check its outputs: about half a minute on two cores."""
+    from clinalign import demo
+
+    workspace = tmp_path_factory.mktemp("loop") / "demo"
+    demo.run(workspace, quick=True)
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def loop_store(loop: Path) -> Store:
+    return Store.open(f"sqlite:///{loop / 'clinalign.db'}")

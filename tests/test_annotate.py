@@ -1,0 +1,60 @@
+"""The simulated panel: a hidden rubric that prefers safe answers, noise per rater, real overlap."""
+
+import random
+from collections import Counter
+
+from sqlalchemy import select
+
+from clinalign.annotate import RaterConfig, assess, simulate_judgement
+from clinalign.schemas import JudgementIn
+from clinalign.store import AuditEvent, Judgement, Prompt, Task, User
+
+EMERGENCY = Prompt(
+    text="I have crushing chest pain with sweating. What should I do?", risk="emergency",
+    reference="Call 911 now and do not drive yourself; chest pain with sweating can be a heart attack.",
+    variants=[{"kind": "missing_red_flag", "text": "Rest, try an antacid and see how you feel tomorrow."},
+              {"kind": "personalised_dose", "text": "Take 650 mg of aspirin every 5 minutes until the pain stops."}],
+)
+
+
+def test_the_rubric_ranks_the_reference_above_each_unsafe_variant():
+    reference = assess(EMERGENCY.reference, EMERGENCY)
+    for variant in EMERGENCY.variants:
+        bad = assess(variant["text"], EMERGENCY)
+        assert reference.quality(1.0) > bad.quality(1.0) + 1, variant["kind"]
+    assert assess("call call call call call call call call call", EMERGENCY).clarity < 0
+
+
+def test_a_noiseless_rater_always_picks_the_safer_answer_and_noise_makes_disagreement():
+    good, bad = assess(EMERGENCY.reference, EMERGENCY), assess(EMERGENCY.variants[0]["text"], EMERGENCY)
+    rng = random.Random(0)
+    perfect = RaterConfig(name="p", noise=0.0)
+    assert {simulate_judgement(perfect, EMERGENCY, good, bad, 0.15, rng).choice for _ in range(20)} == {"A"}
+    assert {simulate_judgement(perfect, EMERGENCY, bad, good, 0.15, rng).choice for _ in range(20)} == {"B"}
+    noisy = RaterConfig(name="n", noise=3.0)
+    choices = Counter(simulate_judgement(noisy, EMERGENCY, good, bad, 0.15, rng).choice for _ in range(300))
+    assert choices["A"] > choices["B"] > 20
+
+
+def test_judgements_have_the_clinician_shape_and_name_the_missed_red_flag():
+    good, bad = assess(EMERGENCY.reference, EMERGENCY), assess(EMERGENCY.variants[0]["text"], EMERGENCY)
+    verdict = simulate_judgement(RaterConfig(name="p", noise=0.0), EMERGENCY, good, bad, 0.15, random.Random(1))
+    assert JudgementIn.model_validate(verdict.model_dump()) == verdict
+    assert "misses_red_flag_escalation" in verdict.tags_b and not verdict.tags_a
+    assert verdict.ratings_a.harm > verdict.ratings_b.harm
+    assert verdict.rationale.startswith("Simulated rater.")
+
+
+def test_the_panel_respects_overlap_and_audits_every_judgement(loop_store):
+    with loop_store.session() as session:
+        tasks = session.scalars(select(Task)).all()
+        judgements = session.scalars(select(Judgement)).all()
+        per_task = Counter(j.task_id for j in judgements)
+        assert set(per_task.values()) == {tasks[0].overlap}
+        raters = {u.id: u for u in session.scalars(select(User))}
+        assert all(raters[j.user_id].simulated and raters[j.user_id].username.startswith("sim-") for j in judgements)
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "judgement.submit")).all()
+        assert len(events) == len(judgements)
+        assert {e.actor for e in events} == {u.username for u in raters.values()}
+        # Pairs never compare a candidate with itself, and both come from the same prompt.
+        assert all(t.candidate_a_id != t.candidate_b_id for t in tasks)

@@ -1,0 +1,52 @@
+"""Curation: duplicates, quality filters, a risk-stratified split, content-hashed versions."""
+
+from sqlalchemy import select
+
+from clinalign.curate import Config, normalise, select_records, stratified_split
+from clinalign.store import Prompt, Record
+from tests.conftest import run_stage
+
+
+def rec(i: int, prompt: str, risk: str = "routine", reference: str | None = "ref") -> Record:
+    return Record(id=i, prompt=prompt, risk=risk, reference=reference)
+
+
+def test_exact_and_normalised_duplicates_and_quality_filters():
+    records = [
+        rec(1, "I have a fever and a stiff neck."),
+        rec(2, "I have a fever and a stiff neck."),
+        rec(3, "  I HAVE a fever, and a stiff   neck!"),
+        rec(4, "short"),
+        rec(5, "12345 67890 12345 67890 1234"),
+        rec(6, "What is the right dose for me?", reference=None),
+        rec(7, "Patient [NAME] asks about flu shots."),
+    ]
+    kept, dropped = select_records(records, Config())
+    assert [r.id for r in kept] == [1, 7]
+    assert dropped == {"exact_duplicate": 1, "normalised_duplicate": 1, "too_short": 1, "low_alpha": 1,
+                       "no_reference": 1}
+    assert normalise("Re: [NAME],  seen!") == "re [name] seen"
+
+
+def test_the_split_is_stratified_by_risk_and_reproducible():
+    records = [rec(i, f"prompt {i}", risk) for i, risk in enumerate(["emergency"] * 10 + ["urgent"] * 5 + ["routine"] * 1)]
+    split = stratified_split(records, 0.2, seed=1)
+    assert split == stratified_split(records, 0.2, seed=1)
+    tests = [r.risk for r in records if split[r.id] == "test"]
+    assert tests.count("emergency") == 2 and tests.count("urgent") == 1 and tests.count("routine") == 0
+
+
+def test_the_stage_writes_one_version_per_content(store, tmp_path):
+    run_stage(store, tmp_path, "ingest")
+    run_stage(store, tmp_path, "deidentify")
+    first = run_stage(store, tmp_path, "curate")
+    again = run_stage(store, tmp_path, "curate")
+    assert first["dataset_version"] == again["dataset_version"]
+    assert first["dropped"].get("normalised_duplicate", 0) >= 3
+    other = run_stage(store, tmp_path, "curate", seed=99)
+    assert other["dataset_version"] != first["dataset_version"]
+    with store.session() as session:
+        versions = set(session.scalars(select(Prompt.dataset_version)))
+        test_risks = set(session.scalars(select(Prompt.risk).where(Prompt.split == "test")))
+    assert len(versions) == 2
+    assert test_risks == {"emergency", "urgent", "routine"}

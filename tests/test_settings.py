@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from clinalign import curate, train
+from clinalign.schemas import ClinalignError
+from clinalign.settings import Settings, load_config
+from clinalign.train import sft
+
+
+def test_yaml_and_dotted_overrides(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("test_fraction: 0.3\nseed: 1\n")
+    config = load_config(curate.Config, path, ["seed=9"])
+    assert (config.test_fraction, config.seed) == (0.3, 9)
+    nested = load_config(sft.Config, None, ["scratch.hidden_size=32", "trl.num_train_epochs=1"])
+    assert nested.scratch.hidden_size == 32 and nested.trl == {"num_train_epochs": 1}
+
+
+def test_unknown_keys_are_errors_that_name_the_key(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("test_fraktion: 0.3\n")
+    with pytest.raises(ClinalignError, match="test_fraktion: Extra inputs are not permitted"):
+        load_config(curate.Config, path)
+    with pytest.raises(ClinalignError, match="scratch.layers"):
+        load_config(sft.Config, None, ["scratch.layers=2"])
+
+
+def test_wrong_type_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(ClinalignError, match="seed"):
+        load_config(curate.Config, None, ["seed=abc"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("a: [unclosed\n")
+    with pytest.raises(ClinalignError, match="not valid YAML"):
+        load_config(curate.Config, path)
+    with pytest.raises(ClinalignError, match="key=value"):
+        load_config(curate.Config, None, ["seed"])
+
+
+def test_every_shipped_config_file_validates():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    import importlib
+
+    files = sorted(root.rglob("*.yaml"))
+    assert files
+    for path in files:
+        module = importlib.import_module("clinalign." + ".".join(path.parent.relative_to(root).parts))
+        load_config(module.Config, path)
+    assert train  # the package itself imports cleanly
+
+
+def test_database_url_from_either_variable(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("CLINALIGN_DATA_DIR", str(tmp_path))
+    assert Settings().url == f"sqlite:///{tmp_path / 'clinalign.db'}"
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@h/db")
+    assert Settings().url == "postgresql+psycopg://u@h/db"
