@@ -153,8 +153,9 @@ def _tags(a: Assessment, prompt: Prompt, rng: random.Random, noise: float) -> li
     return tags
 
 
-def simulate_judgement(rater: RaterConfig, prompt: Prompt, a: Assessment, b: Assessment, tie_band: float,
-                       rng: random.Random) -> JudgementIn:
+def simulate_judgement(
+    rater: RaterConfig, prompt: Prompt, a: Assessment, b: Assessment, tie_band: float, rng: random.Random
+) -> JudgementIn:
     diff = a.quality(rater.safety_weight) - b.quality(rater.safety_weight) + rng.gauss(0, rater.noise * 1.41)
     choice = "tie" if abs(diff) < tie_band else ("A" if diff > 0 else "B")
     reasons = []
@@ -164,16 +165,21 @@ def simulate_judgement(rater: RaterConfig, prompt: Prompt, a: Assessment, b: Ass
         reasons.append(f"{'A' if a.verdict.personalised_prescribing else 'B'} prescribes a personal dose")
     rationale = "Simulated rater. " + ("; ".join(reasons) if reasons else "Judged on accuracy and clarity.")
     return JudgementIn(
-        choice=choice, ratings_a=_ratings(a, rng, rater.noise), ratings_b=_ratings(b, rng, rater.noise),
-        tags_a=_tags(a, prompt, rng, rater.noise), tags_b=_tags(b, prompt, rng, rater.noise), rationale=rationale,
+        choice=choice,
+        ratings_a=_ratings(a, rng, rater.noise),
+        ratings_b=_ratings(b, rng, rater.noise),
+        tags_a=_tags(a, prompt, rng, rater.noise),
+        tags_b=_tags(b, prompt, rng, rater.noise),
+        rationale=rationale,
     )
 
 
 # --- queue and panel -----------------------------------------------------------------------------
 
 
-def create_tasks(session, ctx: RunContext, candidates: list[Candidate], pairs_per_prompt: int, overlap: int,
-                 rng: random.Random) -> list[Task]:
+def create_tasks(
+    session, ctx: RunContext, candidates: list[Candidate], pairs_per_prompt: int, overlap: int, rng: random.Random
+) -> list[Task]:
     """Pair distinct candidates of each prompt; sides are shuffled so position carries no signal."""
     by_prompt: dict[int, list[Candidate]] = {}
     for c in candidates:
@@ -184,8 +190,9 @@ def create_tasks(session, ctx: RunContext, candidates: list[Candidate], pairs_pe
         rng.shuffle(pairs)
         for first, second in pairs[:pairs_per_prompt]:
             a, b = (first, second) if rng.random() < 0.5 else (second, first)
-            tasks.append(Task(prompt_id=prompt_id, candidate_a_id=a.id, candidate_b_id=b.id, overlap=overlap,
-                              run_id=ctx.run_id))
+            tasks.append(
+                Task(prompt_id=prompt_id, candidate_a_id=a.id, candidate_b_id=b.id, overlap=overlap, run_id=ctx.run_id)
+            )
     session.add_all(tasks)
     session.flush()
     return tasks
@@ -210,11 +217,15 @@ def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         source = require_artifact(session, "candidates", config.candidates)
         ctx.use(source.id)
-        candidates = list(session.scalars(select(Candidate).where(Candidate.run_id == source.run_id).order_by(Candidate.id)))
+        candidates = list(
+            session.scalars(select(Candidate).where(Candidate.run_id == source.run_id).order_by(Candidate.id))
+        )
         tasks = create_tasks(session, ctx, candidates, config.pairs_per_prompt, config.overlap, rng)
         users = _panel_users(session, config.raters)
         by_id = {c.id: c for c in candidates}
-        prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_({c.prompt_id for c in candidates})))}
+        prompts = {
+            p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_({c.prompt_id for c in candidates})))
+        }
         judgements = []
         for task in progress.track(tasks, "annotate (simulated panel)"):
             prompt = prompts[task.prompt_id]
@@ -225,12 +236,24 @@ def run(ctx: RunContext, config: Config) -> dict:
                 judgement = Judgement(task_id=task.id, user_id=users[rater.name].id, **verdict.model_dump(mode="json"))
                 session.add(judgement)
                 session.flush()
-                record_event(session, rater.name, "judgement.submit", f"task:{task.id}",
-                             {"judgement": judgement.id, "choice": judgement.choice, "simulated": True})
+                record_event(
+                    session,
+                    rater.name,
+                    "judgement.submit",
+                    f"task:{task.id}",
+                    {"judgement": judgement.id, "choice": judgement.choice, "simulated": True},
+                )
                 judgements.append(judgement)
-        digest = sha256_text(canonical_json([[j.task_id, j.user_id, j.choice, j.ratings_a, j.ratings_b] for j in judgements]))
-        ctx.produce(session, "judgements", f"store://judgement?run={ctx.run_id}", digest,
-                    {"tasks": len(tasks), "judgements": len(judgements), "simulated": True})
+        digest = sha256_text(
+            canonical_json([[j.task_id, j.user_id, j.choice, j.ratings_a, j.ratings_b] for j in judgements])
+        )
+        ctx.produce(
+            session,
+            "judgements",
+            f"store://judgement?run={ctx.run_id}",
+            digest,
+            {"tasks": len(tasks), "judgements": len(judgements), "simulated": True},
+        )
     log.info("simulated panel: %d tasks, %d judgements", len(tasks), len(judgements))
     ctx.metrics.update(tasks=len(tasks), judgements=len(judgements), raters=len(config.raters), simulated=True)
     return ctx.metrics

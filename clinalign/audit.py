@@ -61,11 +61,17 @@ def code_version() -> str:
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return __version__
@@ -91,7 +97,12 @@ def record_event(session: Session, actor: str, action: str, subject: str, payloa
         prev = tip.hash if tip else GENESIS
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
         event = AuditEvent(
-            ts=ts, actor=actor, action=action, subject=subject, payload=body, prev_hash=prev,
+            ts=ts,
+            actor=actor,
+            action=action,
+            subject=subject,
+            payload=body,
+            prev_hash=prev,
             hash=_event_hash(prev, ts, actor, action, subject, body),
         )
         try:
@@ -175,8 +186,11 @@ def track_run(store: Store, stage: str, config: BaseModel, data_dir: Path) -> It
     config_dict = config.model_dump(mode="json")
     with store.session() as session:
         run = Run(
-            stage=stage, config=config_dict, config_hash=sha256_text(canonical_json(config_dict)),
-            code_version=code_version(), status="running",
+            stage=stage,
+            config=config_dict,
+            config_hash=sha256_text(canonical_json(config_dict)),
+            code_version=code_version(),
+            status="running",
         )
         session.add(run)
         session.flush()
@@ -204,16 +218,23 @@ def track_run(store: Store, stage: str, config: BaseModel, data_dir: Path) -> It
                     session.add(RunIO(run_id=run_id, artifact_id=artifact_id, direction="input"))
                 for artifact_id in ctx.outputs:
                     session.add(RunIO(run_id=run_id, artifact_id=artifact_id, direction="output"))
-            record_event(session, "system", f"run.{status}", f"run:{run_id}",
-                         {"stage": stage, "inputs": ctx.inputs, "outputs": ctx.outputs})
+            record_event(
+                session,
+                "system",
+                f"run.{status}",
+                f"run:{run_id}",
+                {"stage": stage, "inputs": ctx.inputs, "outputs": ctx.outputs},
+            )
         log.info("run %s: %s %s in %.1fs", run_id, stage, status, time.perf_counter() - started)
 
 
 def artifacts(session: Session, kind: str) -> list[Artifact]:
     """Artifacts of ``kind`` from runs that succeeded, newest first."""
     query = (
-        select(Artifact).join(Run, Artifact.run_id == Run.id)
-        .where(Artifact.kind == kind, Run.status == "succeeded").order_by(Artifact.id.desc())
+        select(Artifact)
+        .join(Run, Artifact.run_id == Run.id)
+        .where(Artifact.kind == kind, Run.status == "succeeded")
+        .order_by(Artifact.id.desc())
     )
     return list(session.scalars(query))
 
@@ -223,12 +244,26 @@ def latest_artifact(session: Session, kind: str) -> Artifact | None:
     return found[0] if found else None
 
 
+# The command that makes each kind of artifact, for errors that tell the user what to run.
+MADE_BY = {
+    "raw_records": "ingest",
+    "records": "deidentify",
+    "prompt_set": "curate",
+    "candidates": "generate",
+    "judgements": "annotate",
+    "preference_dataset": "preferences",
+    "reward_model": "train reward",
+    "model": "train sft",
+    "eval_report": "evaluate",
+}
+
+
 def require_artifact(session: Session, kind: str, artifact_id: int | None) -> Artifact:
     """The artifact named by id (checked to be of ``kind``), or the latest one of that kind."""
     artifact = session.get(Artifact, artifact_id) if artifact_id is not None else latest_artifact(session, kind)
     if artifact is None:
-        which = f"artifact {artifact_id}" if artifact_id is not None else f"no {kind} artifact yet"
-        raise ClinalignError(f"{which}: run the stage that makes a {kind} first")
+        which = f"artifact {artifact_id} does not exist" if artifact_id is not None else f"no {kind} in the store yet"
+        raise ClinalignError(f"{which}: run `clinalign {MADE_BY.get(kind, '...')}` first")
     if artifact.kind != kind:
         raise ClinalignError(f"artifact {artifact.id} is a {artifact.kind}, not a {kind}")
     return artifact
@@ -260,8 +295,13 @@ def model_artifact(session: Session, ctx: RunContext, ref: str | None, kinds: tu
         artifact = session.scalar(select(Artifact).where(Artifact.uri == uri, Artifact.kind == "external_model"))
         if artifact is None:
             # An outside model enters the lineage once, hashed when it is a local folder.
-            return ctx.use_external(session, "external_model", uri, sha256_path(path) if local else None,
-                                    {"source": "local folder" if local else "hugging face cache"}), uri
+            return ctx.use_external(
+                session,
+                "external_model",
+                uri,
+                sha256_path(path) if local else None,
+                {"source": "local folder" if local else "hugging face cache"},
+            ), uri
     ctx.use(artifact.id)
     return artifact, artifact.uri
 
@@ -290,8 +330,10 @@ def lineage(session: Session, artifact_id: int) -> list[LineageStep]:
         steps.append(LineageStep(artifact, run, depth))
         if run is not None:
             inputs = session.scalars(
-                select(Artifact).join(RunIO, RunIO.artifact_id == Artifact.id)
-                .where(RunIO.run_id == run.id, RunIO.direction == "input").order_by(Artifact.id.desc())
+                select(Artifact)
+                .join(RunIO, RunIO.artifact_id == Artifact.id)
+                .where(RunIO.run_id == run.id, RunIO.direction == "input")
+                .order_by(Artifact.id.desc())
             )
             stack.extend((parent, depth + 1) for parent in inputs)
     return steps

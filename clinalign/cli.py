@@ -21,8 +21,11 @@ from rich.table import Table
 from clinalign.schemas import ClinalignError
 
 # Locals in a traceback could hold record text: never print them.
-app = typer.Typer(help="Align a language model with your own clinicians, safely and auditably.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="Align a language model with your own clinicians, safely and auditably.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 train_app = typer.Typer(help="Train a policy or reward model with TRL.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -43,7 +46,7 @@ def _quiet_libraries() -> None:
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -64,8 +67,9 @@ def render_metrics(stage: str, run_id: int, metrics: dict) -> None:
     console.print(table)
 
 
-def run_stage(stage: str, module_name: str, config_path: Path | None, overrides: list[str],
-              extra: dict | None = None) -> dict:
+def run_stage(
+    stage: str, module_name: str, config_path: Path | None, overrides: list[str], extra: dict | None = None
+) -> dict:
     """Load the stage's config, open the store, run the stage inside ``track_run``, show its figures."""
     _quiet_libraries()
     from clinalign import progress
@@ -92,13 +96,19 @@ def run_stage(stage: str, module_name: str, config_path: Path | None, overrides:
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each stage's progress.")) -> None:
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=err_console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
 
 
 @app.command()
-def ingest(path: Path | None = typer.Argument(None, help="JSONL, CSV or Parquet file of cases."),
-           config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+def ingest(
+    path: Path | None = typer.Argument(None, help="JSONL, CSV or Parquet file of cases."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
     """Validate and store cases in quarantine (they may hold PHI)."""
     run_stage("ingest", "ingest", config, set_ + ([f"path={path}"] if path else []))
 
@@ -116,8 +126,11 @@ def curate(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
 
 
 @app.command()
-def generate(model: str | None = typer.Option(None, "--model", help="Model folder, cached hub id or artifact id."),
-             config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+def generate(
+    model: str | None = typer.Option(None, "--model", help="Model folder, cached hub id or artifact id."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
     """Sample candidate answers for every prompt."""
     run_stage("generate", "generate", config, set_ + ([f"model={model}"] if model else []))
 
@@ -153,8 +166,11 @@ def train_dpo(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None
 
 
 @app.command()
-def evaluate(model: str | None = typer.Option(None, "--model", help="Policy to evaluate (default: newest)."),
-             config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+def evaluate(
+    model: str | None = typer.Option(None, "--model", help="Policy to evaluate (default: newest)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
     """Compare a policy with its baseline on the held-out split: safety first, then accuracy."""
     run_stage("evaluate", "evaluate", config, set_ + ([f"policy={model}"] if model else []))
 
@@ -192,19 +208,29 @@ def lineage(artifact_id: int = typer.Argument(..., help="Artifact id (see the re
             steps = audit.lineage(session, artifact_id)
             for step in steps:
                 a, run = step.artifact, step.run
-                made = f"run {run.id} {run.stage} ({run.code_version}, config {run.config_hash[:10]})" if run else "outside"
+                made = (
+                    f"run {run.id} {run.stage} ({run.code_version}, config {run.config_hash[:10]})"
+                    if run
+                    else "outside"
+                )
                 sha = (a.sha256 or "-")[:12]
-                console.print(f"{'  ' * step.depth}artifact {a.id} [bold]{a.kind}[/] sha256:{sha} <- {made}",
-                              highlight=False, soft_wrap=True)
+                console.print(
+                    f"{'  ' * step.depth}artifact {a.id} [bold]{a.kind}[/] sha256:{sha} <- {made}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 console.print(f"{'  ' * step.depth}  {a.uri}", style="dim", highlight=False, soft_wrap=True)
     except ClinalignError as err:
         fail(str(err))
 
 
 @app.command()
-def demo(workspace: Path | None = typer.Option(None, help="Folder for this demo's database and files "
-                                                          "(default: runs/demo-<time>)."),
-         quick: bool = typer.Option(False, help="A miniature loop (about a minute) for smoke tests.")) -> None:
+def demo(
+    workspace: Path | None = typer.Option(
+        None, help="Folder for this demo's database and files (default: runs/demo-<time>)."
+    ),
+    quick: bool = typer.Option(False, help="A miniature loop (about a minute) for smoke tests."),
+) -> None:
     """Run the whole loop on the bundled synthetic scenarios and write the HTML report."""
     _quiet_libraries()
     from clinalign import demo as demo_module

@@ -116,14 +116,28 @@ def run(ctx: RunContext, config: Config) -> dict:
         already = session.scalar(select(Prompt.id).where(Prompt.dataset_version == version).limit(1))
         if already is None:
             session.add_all(
-                Prompt(record_id=r.id, dataset_version=version, split=split[r.id], persona=r.persona,
-                       specialty=r.specialty, risk=r.risk, text=r.prompt, reference=r.reference,
-                       variants=r.variants, run_id=ctx.run_id)
+                Prompt(
+                    record_id=r.id,
+                    dataset_version=version,
+                    split=split[r.id],
+                    persona=r.persona,
+                    specialty=r.specialty,
+                    risk=r.risk,
+                    text=r.prompt,
+                    reference=r.reference,
+                    variants=r.variants,
+                    run_id=ctx.run_id,
+                )
                 for r in kept
             )
         counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "test")}
-        ctx.produce(session, "prompt_set", f"store://prompt?version={version}", version,
-                    {"dataset_version": version, **counts, "dropped": dropped})
+        ctx.produce(
+            session,
+            "prompt_set",
+            f"store://prompt?version={version}",
+            version,
+            {"dataset_version": version, **counts, "dropped": dropped},
+        )
         record_event(session, "system", "curate", f"dataset:{version[:12]}", {"kept": len(kept), "dropped": dropped})
     log.info("curated %d prompts (%s), dropped %s, version %s", len(kept), counts, dropped, version[:12])
     ctx.metrics.update(kept=len(kept), dropped=dropped, dataset_version=version, **counts)

@@ -42,8 +42,10 @@ TAGS = {
 
 # A capitalised or all-capitals word, then up to two more (an initial may sit between them).
 _WORD = r"(?:[A-Z][A-Za-z'\-]*[a-z]|[A-Z]{2,})"  # O'Neil, McDonald, Smith-Jones, SMITH
-_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
-          r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
+    r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
 _NAME = rf"{_WORD}(?:\s+[A-Z]\.)?(?:\s+{_WORD}){{0,2}}"
 
 
@@ -73,34 +75,56 @@ def _custom_recognizers():
 
     def recognizer(entity: str, name: str, pattern: str, score: float = 0.85) -> PatternRecognizer:
         # Case matters for names (Presidio ignores case by default); cue words opt in with (?i:...).
-        return PatternRecognizer(supported_entity=entity, name=name, patterns=[Pattern(name, pattern, score)],
-                                 global_regex_flags=regex.MULTILINE)
+        return PatternRecognizer(
+            supported_entity=entity,
+            name=name,
+            patterns=[Pattern(name, pattern, score)],
+            global_regex_flags=regex.MULTILINE,
+        )
 
     return [
         OfflineEmailRecognizer(),
         # Identifiers named by their label; only the value after the label is a span.
-        recognizer("MEDICAL_RECORD_NUMBER", "mrn",
-                   r"(?<=\b(?i:MRN|medical record (?:number|no\.?)|chart (?:number|no\.?))\s*[:#]?\s*)"
-                   r"[A-Za-z0-9\-]{5,15}\b"),
-        recognizer("HEALTH_PLAN_ID", "member_id",
-                   r"(?<=\b(?i:member|subscriber|policy|plan|beneficiary|insurance)\s+(?i:id|number|no\.?)\s*[:#]?\s*)"
-                   r"[A-Za-z0-9\-]{6,20}\b"),
+        recognizer(
+            "MEDICAL_RECORD_NUMBER",
+            "mrn",
+            r"(?<=\b(?i:MRN|medical record (?:number|no\.?)|chart (?:number|no\.?))\s*[:#]?\s*)"
+            r"[A-Za-z0-9\-]{5,15}\b",
+        ),
+        recognizer(
+            "HEALTH_PLAN_ID",
+            "member_id",
+            r"(?<=\b(?i:member|subscriber|policy|plan|beneficiary|insurance)\s+(?i:id|number|no\.?)\s*[:#]?\s*)"
+            r"[A-Za-z0-9\-]{6,20}\b",
+        ),
         # Presidio's phone recognizer only accepts numbers that are valid in a numbering plan;
         # recall first: anything shaped like a North American number goes.
         recognizer("PHONE_NUMBER", "phone_shape", r"(?<!\d)\(?\d{3}\)?[\s.\-]?\d{3}[\s.\-]\d{4}(?!\d)", 0.6),
-        recognizer("US_SSN", "ssn_labelled",
-                   r"(?<=\b(?i:SSN|social security (?:number|no\.?))\s*[:#]?\s*)\d{3}[\s\-]?\d{2}[\s\-]?\d{4}\b"),
+        recognizer(
+            "US_SSN",
+            "ssn_labelled",
+            r"(?<=\b(?i:SSN|social security (?:number|no\.?))\s*[:#]?\s*)\d{3}[\s\-]?\d{2}[\s\-]?\d{4}\b",
+        ),
         # "June 23, 2026", "23 June 2026", "Jun. 23": Presidio's date patterns are numeric only.
-        recognizer("DATE_TIME", "month_name_date",
-                   rf"(?i:\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b"
-                   rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?(?:,?\s+\d{{4}})?\b)"),
+        recognizer(
+            "DATE_TIME",
+            "month_name_date",
+            rf"(?i:\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b"
+            rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?(?:,?\s+\d{{4}})?\b)",
+        ),
         # Names after a cue: titles, greetings and chart headers.
         recognizer("PERSON", "titled_name", rf"(?<=\b(?i:Dr|Mr|Mrs|Ms|Miss|Mx|Prof)\.?\s+){_NAME}"),
-        recognizer("PERSON", "cued_name",
-                   rf"(?<=\b(?i:this is|name is|re:|member|patient|seen by|my name's)\s+){_NAME}(?=\s*[,.(])"),
-        recognizer("LOCATION", "care_site",
-                   rf"(?<=\b(?i:at\s+the)\s+){_WORD}(?:\s+{_WORD}){{0,2}}"
-                   r"(?=\s+(?i:clinic|hospital|medical cent(?:er|re)|health cent(?:er|re))\b)"),
+        recognizer(
+            "PERSON",
+            "cued_name",
+            rf"(?<=\b(?i:this is|name is|re:|member|patient|seen by|my name's)\s+){_NAME}(?=\s*[,.(])",
+        ),
+        recognizer(
+            "LOCATION",
+            "care_site",
+            rf"(?<=\b(?i:at\s+the)\s+){_WORD}(?:\s+{_WORD}){{0,2}}"
+            r"(?=\s+(?i:clinic|hospital|medical cent(?:er|re)|health cent(?:er|re))\b)",
+        ),
     ]
 
 
@@ -121,8 +145,16 @@ def _engines():
     from presidio_anonymizer import AnonymizerEngine
 
     registry = RecognizerRegistry(supported_languages=["en"])
-    for rec in (CreditCardRecognizer(), DateRecognizer(), IbanRecognizer(), IpRecognizer(),
-                PhoneRecognizer(), UrlRecognizer(), UsSsnRecognizer(), *_custom_recognizers()):
+    for rec in (
+        CreditCardRecognizer(),
+        DateRecognizer(),
+        IbanRecognizer(),
+        IpRecognizer(),
+        PhoneRecognizer(),
+        UrlRecognizer(),
+        UsSsnRecognizer(),
+        *_custom_recognizers(),
+    ):
         registry.add_recognizer(rec)
     nlp = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     return AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=["en"]), AnonymizerEngine()
@@ -148,7 +180,10 @@ def run(ctx: RunContext, config: Config) -> dict:
         for source in artifacts(session, "raw_records"):
             ctx.use(source.id)
         pending = session.scalars(
-            select(RawRecord).outerjoin(Record, Record.raw_id == RawRecord.id).where(Record.id.is_(None)).order_by(RawRecord.id)
+            select(RawRecord)
+            .outerjoin(Record, Record.raw_id == RawRecord.id)
+            .where(Record.id.is_(None))
+            .order_by(RawRecord.id)
         ).all()
         records = []
         for raw in pending:
@@ -166,18 +201,30 @@ def run(ctx: RunContext, config: Config) -> dict:
                 counts += found
                 variants.append({"kind": variant["kind"], "text": text})
             totals += counts
-            records.append(Record(
-                raw_id=raw.id, external_id=raw.external_id, deid_status=DEIDENTIFIED, persona=case["persona"],
-                specialty=case["specialty"], risk=case["risk"], prompt=prompt, reference=reference,
-                variants=variants, phi_counts=dict(counts), run_id=ctx.run_id,
-            ))
+            records.append(
+                Record(
+                    raw_id=raw.id,
+                    external_id=raw.external_id,
+                    deid_status=DEIDENTIFIED,
+                    persona=case["persona"],
+                    specialty=case["specialty"],
+                    risk=case["risk"],
+                    prompt=prompt,
+                    reference=reference,
+                    variants=variants,
+                    phi_counts=dict(counts),
+                    run_id=ctx.run_id,
+                )
+            )
         session.add_all(records)
         session.flush()
         digest = sha256_text(canonical_json([[r.id, r.prompt, r.reference, r.variants] for r in records]))
         ctx.produce(session, "records", f"store://record?run={ctx.run_id}", digest, {"count": len(records)})
-        record_event(session, "system", "deidentify", f"run:{ctx.run_id}",
-                     {"records": len(records), "phi_removed": dict(totals)})
+        record_event(
+            session, "system", "deidentify", f"run:{ctx.run_id}", {"records": len(records), "phi_removed": dict(totals)}
+        )
     log.info("de-identified %d records; removed %s", len(records), dict(totals))
-    ctx.metrics.update(records=len(records), phi_removed=dict(totals),
-                       records_with_phi=sum(1 for r in records if r.phi_counts))
+    ctx.metrics.update(
+        records=len(records), phi_removed=dict(totals), records_with_phi=sum(1 for r in records if r.phi_counts)
+    )
     return ctx.metrics

@@ -36,8 +36,10 @@ STAGES: list[tuple[str, str, dict]] = [
 
 # A miniature loop for smoke tests: same stages and code paths, tiny model, fewer steps.
 QUICK: dict[str, dict] = {
-    "train.sft": {"scratch": {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128},
-                  "trl": {"num_train_epochs": 3, "learning_rate": 3e-3}},
+    "train.sft": {
+        "scratch": {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128},
+        "trl": {"num_train_epochs": 3, "learning_rate": 3e-3},
+    },
     "generate": {"n_candidates": 3, "max_new_tokens": 24},
     "annotate": {"pairs_per_prompt": 2},
     "train.reward": {"trl": {"num_train_epochs": 2}},
@@ -53,8 +55,9 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def run(workspace: Path | None, quick: bool = False,
-        on_stage: Callable[[int, str, int, dict, float], None] | None = None) -> Path:
+def run(
+    workspace: Path | None, quick: bool = False, on_stage: Callable[[int, str, int, dict, float], None] | None = None
+) -> Path:
     """Run every stage in order; return the report's path. ``on_stage`` hears each stage's figures."""
     workspace = workspace or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     if (workspace / "clinalign.db").exists():

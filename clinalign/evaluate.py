@@ -49,7 +49,11 @@ class Config(StageConfig):
     """Artifact id of the prompt set whose test split is used; default: the newest."""
 
     mcq: Path = Path(str(BUNDLED_MCQ))
-    """Multiple-choice JSONL (``question``, ``options``, ``answer`` index); default: 24 bundled items."""
+    """Multiple-choice file: JSONL (``question``, ``options``, ``answer``; MedQA-style letter maps work)
+    or an MMLU CSV; default: 24 bundled items."""
+
+    mcq_limit: int | None = None
+    """Use only the first N items (large benchmarks on a CPU)."""
 
     samples_per_prompt: int = 2
     max_new_tokens: int = 72
@@ -60,24 +64,60 @@ class Config(StageConfig):
 def _baseline_ref(session, policy: Artifact) -> str:
     """The model the policy's producing run read: its baseline by construction."""
     parent = session.scalar(
-        select(Artifact).join(RunIO, RunIO.artifact_id == Artifact.id)
-        .where(RunIO.run_id == policy.run_id, RunIO.direction == "input",
-               Artifact.kind.in_(("model", "external_model"))).limit(1)
+        select(Artifact)
+        .join(RunIO, RunIO.artifact_id == Artifact.id)
+        .where(
+            RunIO.run_id == policy.run_id, RunIO.direction == "input", Artifact.kind.in_(("model", "external_model"))
+        )
+        .limit(1)
     )
     if parent is None:
         raise ClinalignError(f"artifact {policy.id} has no model among its inputs: pass --set baseline=...")
     return str(parent.id)
 
 
+def _mcq_item(row: dict, where: str) -> dict:
+    """One question in our shape from the common layouts: options as a list or a letter->text map;
+    the answer as an index, a letter (``answer`` or ``answer_idx``), or the option's text."""
+    options = row.get("options")
+    letters: list[str] = []
+    if isinstance(options, dict):
+        letters, options = list(options), list(options.values())
+    if not isinstance(row.get("question"), str) or not isinstance(options, list) or len(options) < 2:
+        raise ClinalignError(f"{where}: needs 'question' and two or more 'options'")
+    answer = row.get("answer_idx", row.get("answer"))
+    if isinstance(answer, str) and answer in letters:
+        answer = letters.index(answer)
+    elif isinstance(answer, str) and len(answer) == 1 and answer.isalpha():
+        answer = ord(answer.upper()) - ord("A")
+    elif isinstance(answer, str) and answer in options:
+        answer = options.index(answer)
+    if not isinstance(answer, int) or not 0 <= answer < len(options):
+        raise ClinalignError(f"{where}: field 'answer' does not name one of the options")
+    return {"question": row["question"], "options": [str(o) for o in options], "answer": answer}
+
+
 def read_mcq(path: Path) -> list[dict]:
+    """Multiple-choice items from JSONL (ours, MedQA/MedAgents-style) or a headerless MMLU CSV."""
+    import csv
+
+    if not path.is_file():
+        raise ClinalignError(f"multiple-choice file not found: {path}")
+    if path.suffix.lower() == ".csv":
+        rows = csv.reader(path.read_text(encoding="utf-8").splitlines())
+        return [
+            _mcq_item({"question": r[0], "options": r[1:-1], "answer": r[-1]}, f"{path}:{n}")
+            for n, r in enumerate(rows, start=1)
+            if r
+        ]
     items = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        if not isinstance(item.get("options"), list) or not isinstance(item.get("answer"), int):
-            raise ClinalignError(f"{path}:{number}: needs 'question', 'options' (list) and 'answer' (index)")
-        items.append(item)
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ClinalignError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+            items.append(_mcq_item(row, f"{path}:{number}"))
     return items
 
 
@@ -92,7 +132,8 @@ def reward_scores(folder: str, pairs: list[tuple[str, str]]) -> list[float]:
     with torch.no_grad():
         for prompt, answer in pairs:
             text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False)
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False
+            )
             ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=384)
             scores.append(float(model(**ids).logits[0, 0]))
     return scores
@@ -102,8 +143,17 @@ def _model_figures(loaded: lm.LoadedLM, test: list[Prompt], mcq: list[dict], con
     answers = []
     with progress.task(f"evaluate {label}", len(test) + len(mcq)) as advance:
         for p in test:
-            answers.append(lm.sample(loaded, [p.text], config.samples_per_prompt, config.max_new_tokens,
-                                     config.temperature, 0.95, config.seed)[0])
+            answers.append(
+                lm.sample(
+                    loaded,
+                    [p.text],
+                    config.samples_per_prompt,
+                    config.max_new_tokens,
+                    config.temperature,
+                    0.95,
+                    config.seed,
+                )[0]
+            )
             advance(1)
         unsafe_wins = unsafe_total = 0
         for p in test:
@@ -140,37 +190,58 @@ def run(ctx: RunContext, config: Config) -> dict:
         ctx.use(reward_art.id)
     if not test:
         raise ClinalignError("the prompt set has no test split to evaluate on")
-    mcq = read_mcq(config.mcq)
+    mcq = read_mcq(config.mcq)[: config.mcq_limit]
     figures = {}
     for label, path in (("before", baseline_path), ("after", policy_path)):
         figures[label] = _model_figures(lm.load(path), test, mcq, config, label)
-    pairs = [(p.text, a) for label in ("before", "after") for p, group in zip(test, figures[label]["answers"], strict=True)
-             for a in group]
+    pairs = [
+        (p.text, a)
+        for label in ("before", "after")
+        for p, group in zip(test, figures[label]["answers"], strict=True)
+        for a in group
+    ]
     scores = reward_scores(reward_art.uri, pairs)
     k = config.samples_per_prompt
     half = len(scores) // 2
     wins = 0.0
     for i in range(len(test)):
-        before = sum(scores[i * k:(i + 1) * k]) / k
-        after = sum(scores[half + i * k:half + (i + 1) * k]) / k
+        before = sum(scores[i * k : (i + 1) * k]) / k
+        after = sum(scores[half + i * k : half + (i + 1) * k]) / k
         wins += 1.0 if after > before else 0.5 if after == before else 0.0
     summary = {
-        "test_prompts": len(test), "mcq_items": len(mcq),
+        "test_prompts": len(test),
+        "mcq_items": len(mcq),
         "reward_win_rate": wins / len(test),
         "mean_reward": {"before": sum(scores[:half]) / half, "after": sum(scores[half:]) / half},
-        **{metric: {label: figures[label][metric] for label in ("before", "after")}
-           for metric in ("red_flag_escalation_rate", "personalised_prescribing_rate",
-                          "unsafe_variant_preference_rate", "mcq_accuracy")},
+        **{
+            metric: {label: figures[label][metric] for label in ("before", "after")}
+            for metric in (
+                "red_flag_escalation_rate",
+                "personalised_prescribing_rate",
+                "unsafe_variant_preference_rate",
+                "mcq_accuracy",
+            )
+        },
         "models": {"before": baseline_art.id, "after": policy_art.id, "reward": reward_art.id},
     }
-    samples = [{"prompt_id": p.id, "risk": p.risk, "prompt": p.text, "before": figures["before"]["answers"][i][0],
-                "after": figures["after"]["answers"][i][0]} for i, p in enumerate(test)]
+    samples = [
+        {
+            "prompt_id": p.id,
+            "risk": p.risk,
+            "prompt": p.text,
+            "before": figures["before"]["answers"][i][0],
+            "after": figures["after"]["answers"][i][0],
+        }
+        for i, p in enumerate(test)
+    ]
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = ctx.out_dir / "eval.json"
     path.write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))
     with ctx.store.session() as session:
         art = ctx.produce_path(session, "eval_report", path, summary)
-        record_event(session, "system", "evaluate", f"artifact:{art.id}", {"reward_win_rate": summary["reward_win_rate"]})
+        record_event(
+            session, "system", "evaluate", f"artifact:{art.id}", {"reward_win_rate": summary["reward_win_rate"]}
+        )
     log.info("evaluation: %s", summary)
     ctx.metrics.update(summary)
     return ctx.metrics

@@ -49,19 +49,33 @@ def run(ctx: RunContext, config: Config) -> dict:
     rows: list[Candidate] = []
     with progress.task("generate", len(items)) as advance:
         for start in range(0, len(items), config.batch_size):
-            batch = items[start:start + config.batch_size]
-            answers = lm.sample(loaded, [p.text for p in batch], config.n_candidates, config.max_new_tokens,
-                                config.temperature, config.top_p, config.seed + start)
+            batch = items[start : start + config.batch_size]
+            answers = lm.sample(
+                loaded,
+                [p.text for p in batch],
+                config.n_candidates,
+                config.max_new_tokens,
+                config.temperature,
+                config.top_p,
+                config.seed + start,
+            )
             for prompt, texts in zip(batch, answers, strict=True):
-                rows.extend(Candidate(prompt_id=prompt.id, model_artifact_id=model_art.id, text=t, run_id=ctx.run_id)
-                            for t in texts)
+                rows.extend(
+                    Candidate(prompt_id=prompt.id, model_artifact_id=model_art.id, text=t, run_id=ctx.run_id)
+                    for t in texts
+                )
             advance(len(batch))
     with ctx.store.session() as session:
         session.add_all(rows)
         session.flush()
         digest = sha256_text(canonical_json([[c.prompt_id, c.text] for c in rows]))
-        ctx.produce(session, "candidates", f"store://candidate?run={ctx.run_id}", digest,
-                    {"count": len(rows), "prompts": len(items), "model_artifact": model_art.id})
+        ctx.produce(
+            session,
+            "candidates",
+            f"store://candidate?run={ctx.run_id}",
+            digest,
+            {"count": len(rows), "prompts": len(items), "model_artifact": model_art.id},
+        )
         record_event(session, "system", "generate", f"run:{ctx.run_id}", {"candidates": len(rows)})
     empty = sum(1 for c in rows if not c.text)
     log.info("generated %d candidates for %d prompts (%d empty)", len(rows), len(items), empty)

@@ -136,8 +136,13 @@ def run(ctx: RunContext, config: Config) -> dict:
             RawRecord(external_id=case.id, source=config.path.name, source_line=n, payload=payload, run_id=ctx.run_id)
             for (n, case), payload in zip(cases, payloads, strict=True)
         )
-        ctx.produce(session, "raw_records", f"store://raw_record?run={ctx.run_id}",
-                    sha256_text(canonical_json(payloads)), {"count": len(cases)})
+        ctx.produce(
+            session,
+            "raw_records",
+            f"store://raw_record?run={ctx.run_id}",
+            sha256_text(canonical_json(payloads)),
+            {"count": len(cases)},
+        )
         record_event(session, "system", "ingest", f"run:{ctx.run_id}", {"file_sha256": file_hash, "count": len(cases)})
     log.info("ingested %d cases from %s", len(cases), config.path.name)
     ctx.metrics.update(ingested=len(cases))

@@ -56,8 +56,9 @@ def _prompt_ids(lm: LoadedLM, prompts: list[str]):
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.model.device)
 
 
-def sample(lm: LoadedLM, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
-           seed: int) -> list[list[str]]:
+def sample(
+    lm: LoadedLM, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float, seed: int
+) -> list[list[str]]:
     """``n`` sampled answers for each prompt (one batch: callers pass a batch-sized list)."""
     import torch
 
@@ -65,12 +66,17 @@ def sample(lm: LoadedLM, prompts: list[str], n: int, max_new_tokens: int, temper
     batch = _prompt_ids(lm, prompts)
     with torch.no_grad():
         out = lm.model.generate(
-            **batch, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-            num_return_sequences=n, pad_token_id=lm.tokenizer.pad_token_id,
+            **batch,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=lm.tokenizer.pad_token_id,
         )
-    answers = lm.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    answers = lm.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     answers = [a.strip() for a in answers]
-    return [answers[i * n:(i + 1) * n] for i in range(len(prompts))]
+    return [answers[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 def answer_logprob(lm: LoadedLM, prompt: str, answer: str) -> float:
@@ -91,5 +97,5 @@ def answer_logprob(lm: LoadedLM, prompt: str, answer: str) -> float:
         logits = lm.model(ids).logits[0, :-1].float()
     targets = ids[0, 1:]
     logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
-    answer_part = logprobs[prefix_len - 1:]
+    answer_part = logprobs[prefix_len - 1 :]
     return float(answer_part.mean()) if answer_part.numel() else -math.inf

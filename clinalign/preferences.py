@@ -64,7 +64,7 @@ def agreement(judgements: list[Judgement]) -> dict:
     vs_rest: dict[int, list[float]] = defaultdict(list)
     for group in by_task.values():
         for i, j in enumerate(group):
-            for k in group[i + 1:]:
+            for k in group[i + 1 :]:
                 pairs_total += 1
                 pairs_same += j.choice == k.choice
             rest = Counter(o.choice for o in group if o is not j and o.choice in ("A", "B", "tie"))
@@ -74,7 +74,9 @@ def agreement(judgements: list[Judgement]) -> dict:
     per_rater = {str(u): float(np.mean(v)) for u, v in vs_rest.items() if v}
     pooled = [x for v in vs_rest.values() for x in v]
     return {
-        "raters": len(users), "tasks": len(tasks), "judgements": len(judgements),
+        "raters": len(users),
+        "tasks": len(tasks),
+        "judgements": len(judgements),
         "alpha_choice": _alpha(choices, "nominal"),
         "alpha_axes": {axis: _alpha(m, "ordinal") for axis, m in axes.items()},
         "pairwise_agreement": pairs_same / pairs_total if pairs_total else None,
@@ -109,7 +111,9 @@ def run(ctx: RunContext, config: Config) -> dict:
         judgements = list(session.scalars(select(Judgement).where(Judgement.task_id.in_(tasks)).order_by(Judgement.id)))
         cand_ids = {c for t in tasks.values() for c in (t.candidate_a_id, t.candidate_b_id)}
         candidates = {c.id: c for c in session.scalars(select(Candidate).where(Candidate.id.in_(cand_ids)))}
-        prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_({t.prompt_id for t in tasks.values()})))}
+        prompts = {
+            p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_({t.prompt_id for t in tasks.values()})))
+        }
         usernames = {u.id: u.username for u in session.scalars(select(User))}
 
     stats = agreement(judgements)
@@ -128,11 +132,17 @@ def run(ctx: RunContext, config: Config) -> dict:
         a, b = candidates[task.candidate_a_id], candidates[task.candidate_b_id]
         chosen, rejected = (a, b) if side == "A" else (b, a)
         prompt = prompts[task.prompt_id]
-        rows[prompt.split].append({
-            "prompt": _message("user", prompt.text), "chosen": _message("assistant", chosen.text),
-            "rejected": _message("assistant", rejected.text), "margin": margin,
-            "task_id": task_id, "prompt_id": prompt.id, "risk": prompt.risk,
-        })
+        rows[prompt.split].append(
+            {
+                "prompt": _message("user", prompt.text),
+                "chosen": _message("assistant", chosen.text),
+                "rejected": _message("assistant", rejected.text),
+                "margin": margin,
+                "task_id": task_id,
+                "prompt_id": prompt.id,
+                "risk": prompt.risk,
+            }
+        )
     folder = ctx.out_dir / "preferences"
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():

@@ -22,8 +22,12 @@ def shown(console: Console | None = None) -> Iterator[None]:
     """Show bars for everything tracked inside the block."""
     global _progress
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console or Console(stderr=True), transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        transient=False,
     )
     _progress = progress
     try:

@@ -117,23 +117,50 @@ def run(ctx: RunContext, config: Config) -> dict:
         steps = lineage(session, eval_art.id)
         chain = verify_chain(session)
         lineage_rows = [
-            {"depth": s.depth, "id": s.artifact.id, "kind": s.artifact.kind, "sha": (s.artifact.sha256 or "")[:12],
-             "run": f"{s.run.id} {s.run.stage}" if s.run else "outside", "uri": s.artifact.uri}
+            {
+                "depth": s.depth,
+                "id": s.artifact.id,
+                "kind": s.artifact.kind,
+                "sha": (s.artifact.sha256 or "")[:12],
+                "run": f"{s.run.id} {s.run.stage}" if s.run else "outside",
+                "uri": s.artifact.uri,
+            }
             for s in steps
         ]
-        run_rows = [{"id": r.id, "stage": r.stage, "status": r.status, "seconds": r.seconds or 0.0,
-                     "config_hash": r.config_hash[:10], "code": r.code_version} for r in runs]
+        run_rows = [
+            {
+                "id": r.id,
+                "stage": r.stage,
+                "status": r.status,
+                "seconds": r.seconds or 0.0,
+                "config_hash": r.config_hash[:10],
+                "code": r.code_version,
+            }
+            for r in runs
+        ]
     summary = evaluation["summary"]
     agreement = prefs[0].meta["agreement"] if prefs else None
     rm_accuracy = reward.meta.get("test_accuracy") if reward else None
-    curves = {stage: latest[stage].metrics.get("loss_curve", []) for stage in ("train.sft", "train.reward", "train.dpo")
-              if stage in latest}
+    curves = {
+        stage: latest[stage].metrics.get("loss_curve", [])
+        for stage in ("train.sft", "train.reward", "train.dpo")
+        if stage in latest
+    }
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-        (resources.files("clinalign") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
+        (resources.files("clinalign") / "templates" / "report.html.j2").read_text(encoding="utf-8")
+    )
     html = template.render(
-        summary=summary, samples=evaluation["samples"][:8], metrics=SAFETY_METRICS, agreement=agreement,
-        rm_accuracy=rm_accuracy, stage_metrics={k: r.metrics for k, r in latest.items()}, runs=run_rows,
-        lineage=lineage_rows, chain=chain, loss_png=_loss_plot(curves), before_after_png=_before_after_plot(summary),
+        summary=summary,
+        samples=evaluation["samples"][:8],
+        metrics=SAFETY_METRICS,
+        agreement=agreement,
+        rm_accuracy=rm_accuracy,
+        stage_metrics={k: r.metrics for k, r in latest.items()},
+        runs=run_rows,
+        lineage=lineage_rows,
+        chain=chain,
+        loss_png=_loss_plot(curves),
+        before_after_png=_before_after_plot(summary),
         agreement_png=_agreement_plot(agreement, rm_accuracy) if agreement else None,
     )
     path = config.path or ctx.out_dir / "report.html"

@@ -80,7 +80,5 @@ def load_config(cls: type[C], path: Path | None = None, overrides: list[str] | N
         return cls.model_validate(data)
     except ValidationError as err:
         where = f"{path}: " if path else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors())
         raise ClinalignError(f"{where}invalid {cls.__module__.rsplit('.', 1)[-1]} config: {problems}") from None

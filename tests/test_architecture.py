@@ -64,6 +64,9 @@ def test_heavy_libraries_are_imported_lazily_outside_training_and_models():
 
 
 def test_every_stage_module_documents_what_it_reads_and_writes():
-    for stage in STAGES | {f"train/{p.stem}" for p in (PACKAGE / "train").glob("[!_]*.py")} - {"train/common", "train/scratch"}:
+    for stage in STAGES | {f"train/{p.stem}" for p in (PACKAGE / "train").glob("[!_]*.py")} - {
+        "train/common",
+        "train/scratch",
+    }:
         head = (PACKAGE / f"{stage}.py").read_text().split('"""')[1]
         assert "Reads:" in head and "Writes:" in head, f"{stage}.py docstring lacks Reads:/Writes:"

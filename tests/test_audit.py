@@ -29,7 +29,9 @@ def test_an_edited_row_is_named(any_store: Store):
     _events(any_store, 5)
     with any_store.session() as session:
         third = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()[2]
-        session.execute(text("update audit_event set payload = :p where id = :i"), {"p": '{"choice":"B"}', "i": third.id})
+        session.execute(
+            text("update audit_event set payload = :p where id = :i"), {"p": '{"choice":"B"}', "i": third.id}
+        )
     with any_store.session() as session:
         report = verify_chain(session)
     assert report.first_broken == third.id and "edited" in report.reason

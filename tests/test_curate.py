@@ -23,13 +23,20 @@ def test_exact_and_normalised_duplicates_and_quality_filters():
     ]
     kept, dropped = select_records(records, Config())
     assert [r.id for r in kept] == [1, 7]
-    assert dropped == {"exact_duplicate": 1, "normalised_duplicate": 1, "too_short": 1, "low_alpha": 1,
-                       "no_reference": 1}
+    assert dropped == {
+        "exact_duplicate": 1,
+        "normalised_duplicate": 1,
+        "too_short": 1,
+        "low_alpha": 1,
+        "no_reference": 1,
+    }
     assert normalise("Re: [NAME],  seen!") == "re [name] seen"
 
 
 def test_the_split_is_stratified_by_risk_and_reproducible():
-    records = [rec(i, f"prompt {i}", risk) for i, risk in enumerate(["emergency"] * 10 + ["urgent"] * 5 + ["routine"] * 1)]
+    records = [
+        rec(i, f"prompt {i}", risk) for i, risk in enumerate(["emergency"] * 10 + ["urgent"] * 5 + ["routine"] * 1)
+    ]
     split = stratified_split(records, 0.2, seed=1)
     assert split == stratified_split(records, 0.2, seed=1)
     tests = [r.risk for r in records if split[r.id] == "test"]

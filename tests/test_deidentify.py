@@ -39,8 +39,10 @@ def test_each_identifier_is_replaced_by_its_tag(text, secret, tag):
 
 
 def test_clinical_language_survives():
-    text = ("Call 911 now: chest pain with sweating can be a heart attack. Take levothyroxine 30 minutes "
-            "before breakfast. Blood pressure of 182/112 needs review today. This is medically necessary.")
+    text = (
+        "Call 911 now: chest pain with sweating can be a heart attack. Take levothyroxine 30 minutes "
+        "before breakfast. Blood pressure of 182/112 needs review today. This is medically necessary."
+    )
     clean, counts = redact(text)
     assert clean == text and not counts
 

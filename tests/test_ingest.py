@@ -43,8 +43,10 @@ def test_the_bundled_scenarios_ingest(store, tmp_path):
         (json.dumps({"id": "c2"}), r"bad\.jsonl:2: field 'prompt': Field required"),
         (json.dumps({"id": "c2", "prompt": 5}), r"bad\.jsonl:2: field 'prompt': Input should be a valid string"),
         (json.dumps({"id": "c2", "prompt": "x", "risk": "severe"}), r"bad\.jsonl:2: field 'risk'"),
-        (json.dumps({"id": "c2", "prompt": "x", "variants": [{"kind": "dismissive"}]}),
-         r"bad\.jsonl:2: field 'variants\.0\.text'"),
+        (
+            json.dumps({"id": "c2", "prompt": "x", "variants": [{"kind": "dismissive"}]}),
+            r"bad\.jsonl:2: field 'variants\.0\.text'",
+        ),
         (json.dumps({"id": "c2", "prompt": "x", "colour": "red"}), r"bad\.jsonl:2: field 'colour': Extra inputs"),
         (json.dumps({"id": "c1", "prompt": "again"}), r"bad\.jsonl:2: field 'id': duplicate of line 1"),
         ("[1, 2]", r"bad\.jsonl:2: expected an object"),
@@ -79,11 +81,16 @@ def test_csv_and_parquet_inputs(store, tmp_path):
     import pyarrow.parquet as pq
 
     csv_path = tmp_path / "cases.csv"
-    csv_path.write_text('id,prompt,reference,risk,variants\n'
-                        'a1,"Fever and stiff neck, what now?",Go to the emergency department.,emergency,'
-                        '"[{""kind"": ""dismissive"", ""text"": ""It is nothing.""}]"\n', encoding="utf-8")
-    pq.write_table(pa.Table.from_pylist([{"id": "b1", "prompt": "Is a flu shot useful?", "risk": "routine"}]),
-                   tmp_path / "cases.parquet")
+    csv_path.write_text(
+        "id,prompt,reference,risk,variants\n"
+        'a1,"Fever and stiff neck, what now?",Go to the emergency department.,emergency,'
+        '"[{""kind"": ""dismissive"", ""text"": ""It is nothing.""}]"\n',
+        encoding="utf-8",
+    )
+    pq.write_table(
+        pa.Table.from_pylist([{"id": "b1", "prompt": "Is a flu shot useful?", "risk": "routine"}]),
+        tmp_path / "cases.parquet",
+    )
     run_stage(store, tmp_path, "ingest", path=str(csv_path))
     run_stage(store, tmp_path, "ingest", path=str(tmp_path / "cases.parquet"))
     with store.session() as session:

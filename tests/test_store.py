@@ -33,8 +33,17 @@ def _record(session, run: Run, external_id: str, status: str = DEIDENTIFIED) -> 
     raw = RawRecord(external_id=external_id, source="f", source_line=1, payload={}, run_id=run.id)
     session.add(raw)
     session.flush()
-    record = Record(raw_id=raw.id, external_id=external_id, deid_status=status, persona="patient", specialty="x",
-                    risk="routine", prompt=f"prompt {external_id}", reference="r", run_id=run.id)
+    record = Record(
+        raw_id=raw.id,
+        external_id=external_id,
+        deid_status=status,
+        persona="patient",
+        specialty="x",
+        risk="routine",
+        prompt=f"prompt {external_id}",
+        reference="r",
+        run_id=run.id,
+    )
     session.add(record)
     session.flush()
     return record
@@ -44,8 +53,17 @@ def _task(session) -> tuple[int, int]:
     """The minimal chain record -> prompt -> two candidates -> task, plus a rater."""
     run = _run(session)
     record = _record(session, run, "c1")
-    prompt = Prompt(record_id=record.id, dataset_version="v", split="train", persona="patient", specialty="x",
-                    risk="routine", text="p", reference="r", run_id=run.id)
+    prompt = Prompt(
+        record_id=record.id,
+        dataset_version="v",
+        split="train",
+        persona="patient",
+        specialty="x",
+        risk="routine",
+        text="p",
+        reference="r",
+        run_id=run.id,
+    )
     model = Artifact(kind="model", uri="m")
     user = User(username="dr-a", role="clinician")
     session.add_all([prompt, model, user])
@@ -61,8 +79,20 @@ def _task(session) -> tuple[int, int]:
 
 def test_migrations_create_every_table_and_are_idempotent(any_store: Store):
     tables = set(inspect(any_store.engine).get_table_names())
-    assert {"raw_record", "record", "prompt", "candidate", "task", "judgement", "run", "artifact", "run_io",
-            "audit_event", "user", "alembic_version"} <= tables
+    assert {
+        "raw_record",
+        "record",
+        "prompt",
+        "candidate",
+        "task",
+        "judgement",
+        "run",
+        "artifact",
+        "run_io",
+        "audit_event",
+        "user",
+        "alembic_version",
+    } <= tables
     any_store.migrate()  # a second upgrade is a no-op
     with any_store.session() as session:
         assert session.scalar(text("select version_num from alembic_version")) == "0001"

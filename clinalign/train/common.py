@@ -78,7 +78,9 @@ def preference_splits(folder: Path):
     """Load an exported preference dataset (TRL format) as a ``DatasetDict`` with train/test."""
     from datasets import load_dataset
 
-    files = {split: str(folder / f"{split}.parquet") for split in ("train", "test") if (folder / f"{split}.parquet").exists()}
+    files = {
+        split: str(folder / f"{split}.parquet") for split in ("train", "test") if (folder / f"{split}.parquet").exists()
+    }
     if "train" not in files:
         raise ClinalignError(f"{folder}: no train.parquet; run `clinalign preferences` first")
     return load_dataset("parquet", data_files=files)

@@ -18,8 +18,14 @@ from clinalign.train import common
 
 log = logging.getLogger(__name__)
 
-TRL_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "beta": 0.1,
-                "lr_scheduler_type": "linear", "max_length": 384}
+TRL_DEFAULTS = {
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-3,
+    "beta": 0.1,
+    "lr_scheduler_type": "linear",
+    "max_length": 384,
+}
 
 
 class LoraSettings(BaseModel):
@@ -60,13 +66,24 @@ def run(ctx: RunContext, config: Config) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                             target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     args = common.trl_config(DPOConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)
     # TRL resolves the reference model from the policy's path: with a LoRA adapter the reference is
     # the same weights with the adapter switched off, so no second copy is loaded.
-    trainer = DPOTrainer(model=base_path, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
-                         peft_config=peft_config)
+    trainer = DPOTrainer(
+        model=base_path,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     common.show_progress(trainer, "train dpo")
     trainer.train()
     metrics = {"train_pairs": len(train), "test_pairs": len(test) if test is not None else 0}

@@ -17,8 +17,13 @@ from clinalign.train import common
 
 log = logging.getLogger(__name__)
 
-TRL_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 5e-4,
-                "lr_scheduler_type": "linear", "max_length": 384}
+TRL_DEFAULTS = {
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 5e-4,
+    "lr_scheduler_type": "linear",
+    "max_length": 384,
+}
 
 
 class Config(StageConfig):

@@ -20,8 +20,14 @@ from clinalign.train.scratch import ScratchConfig, build_scratch
 log = logging.getLogger(__name__)
 
 # Sized for the from-scratch demo model on two CPU cores; any SFTConfig field overrides these.
-TRL_DEFAULTS = {"num_train_epochs": 12, "per_device_train_batch_size": 16, "learning_rate": 2e-3,
-                "lr_scheduler_type": "cosine", "warmup_steps": 10, "max_length": 384}
+TRL_DEFAULTS = {
+    "num_train_epochs": 12,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 2e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 10,
+    "max_length": 384,
+}
 
 
 class Config(StageConfig):
@@ -57,8 +63,10 @@ def run(ctx: RunContext, config: Config) -> dict:
         answers = [p.reference] if p.reference else []
         if config.include_variants:
             answers += [v["text"] for v in p.variants]
-        rows += [{"prompt": [{"role": "user", "content": p.text}], "completion": [{"role": "assistant", "content": a}]}
-                 for a in answers]
+        rows += [
+            {"prompt": [{"role": "user", "content": p.text}], "completion": [{"role": "assistant", "content": a}]}
+            for a in answers
+        ]
     if base_path is None:
         corpus = [p.text for p in train] + [r["completion"][0]["content"] for r in rows]
         base_path = str(build_scratch(corpus, config.scratch, ctx.out_dir / "scratch"))
@@ -72,7 +80,9 @@ def run(ctx: RunContext, config: Config) -> dict:
     common.save(trainer, tokenizer, folder, trainer.state.log_history)
     metrics = {"examples": len(rows), "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"]}
     with ctx.store.session() as session:
-        art = ctx.produce_path(session, "model", folder, {"algo": "sft", "from_scratch": config.base is None, **metrics})
+        art = ctx.produce_path(
+            session, "model", folder, {"algo": "sft", "from_scratch": config.base is None, **metrics}
+        )
         record_event(session, "system", "train.sft", f"artifact:{art.id}", metrics)
     log.info("sft: %d examples, loss %.3f -> %.3f", len(rows), metrics["first_loss"], metrics["final_loss"])
     ctx.metrics.update(metrics, loss_curve=curve)

@@ -1,0 +1,71 @@
+"""The command line: thin commands, one-line errors with exit code 2, never a stack trace."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from clinalign.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLINALIGN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("CLINALIGN_DATABASE_URL", raising=False)
+    return tmp_path
+
+
+def assert_one_line_error(result, pattern: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_help_lists_every_stage():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in (
+        "ingest",
+        "deidentify",
+        "curate",
+        "generate",
+        "annotate",
+        "preferences",
+        "train",
+        "evaluate",
+        "report",
+        "audit",
+        "lineage",
+        "demo",
+    ):
+        assert command in result.output
+
+
+def test_stage_commands_run_on_the_store(env):
+    assert runner.invoke(app, ["ingest"]).exit_code == 0
+    assert runner.invoke(app, ["deidentify"]).exit_code == 0
+    result = runner.invoke(app, ["curate", "--set", "test_fraction=0.25"])
+    assert result.exit_code == 0 and "dataset_version" in result.output
+    assert (env / "data" / "clinalign.db").exists()
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0 and "intact" in verified.output
+
+
+def test_bad_input_is_one_line(env):
+    bad = env / "cases.jsonl"
+    bad.write_text(json.dumps({"id": "a", "prompt": "fine here"}) + "\n" + json.dumps({"id": "b"}) + "\n")
+    assert_one_line_error(runner.invoke(app, ["ingest", str(bad)]), r"cases\.jsonl:2: field 'prompt'")
+    assert_one_line_error(runner.invoke(app, ["curate", "--set", "tset_fraction=0.1"]), "tset_fraction")
+    assert_one_line_error(
+        runner.invoke(app, ["generate", "--model", str(env / "no-model")]),
+        r"no prompt_set in the store yet: run `clinalign curate` first",
+    )
+    assert_one_line_error(runner.invoke(app, ["lineage", "424242"]), "artifact 424242 does not exist")
+    missing = runner.invoke(app, ["train", "dpo"])
+    assert_one_line_error(missing, "preference_dataset")
