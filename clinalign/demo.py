@@ -43,7 +43,7 @@ QUICK: dict[str, dict] = {
     "generate": {"n_candidates": 3, "max_new_tokens": 24},
     "annotate": {"pairs_per_prompt": 2},
     "train.reward": {"trl": {"num_train_epochs": 2}},
-    "train.dpo": {"trl": {"num_train_epochs": 1}},
+    "train.dpo": {"trl": {"num_train_epochs": 2}},
     "evaluate": {"samples_per_prompt": 1, "max_new_tokens": 24},
 }
 

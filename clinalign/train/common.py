@@ -74,13 +74,24 @@ def save(trainer, tokenizer, folder: Path, log_history: list[dict]) -> None:
     (folder / "log_history.json").write_text(json.dumps(log_history, indent=1))
 
 
-def preference_splits(folder: Path):
-    """Load an exported preference dataset (TRL format) as a ``DatasetDict`` with train/test."""
+def preference_data(folder: Path, columns: list[str]):
+    """The train and (if any) test splits of an exported preference dataset, with ``columns`` only."""
     from datasets import load_dataset
 
-    files = {
-        split: str(folder / f"{split}.parquet") for split in ("train", "test") if (folder / f"{split}.parquet").exists()
-    }
+    paths = {split: folder / f"{split}.parquet" for split in ("train", "test")}
+    files = {split: str(path) for split, path in paths.items() if path.exists()}
     if "train" not in files:
         raise ClinalignError(f"{folder}: no train.parquet; run `clinalign preferences` first")
-    return load_dataset("parquet", data_files=files)
+    splits = load_dataset("parquet", data_files=files)
+    test = splits["test"].select_columns(columns) if "test" in splits else None
+    return splits["train"].select_columns(columns), test
+
+
+def tokenizer(path: str):
+    """A model's tokenizer, with padding set (many chat models ship without a pad token)."""
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(path)
+    if loaded.pad_token is None:
+        loaded.pad_token = loaded.eos_token
+    return loaded

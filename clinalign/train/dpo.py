@@ -52,20 +52,14 @@ class Config(StageConfig):
 
 def run(ctx: RunContext, config: Config) -> dict:
     from peft import LoraConfig
-    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     with ctx.store.session() as session:
         dataset_art = require_artifact(session, "preference_dataset", config.dataset)
         ctx.use(dataset_art.id)
         base_art, base_path = model_artifact(session, ctx, config.base, ("model",))
-    splits = common.preference_splits(Path(dataset_art.uri))
-    columns = ["prompt", "chosen", "rejected"]
-    train = splits["train"].select_columns(columns)
-    test = splits["test"].select_columns(columns) if "test" in splits else None
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    train, test = common.preference_data(Path(dataset_art.uri), ["prompt", "chosen", "rejected"])
+    tokenizer = common.tokenizer(base_path)
     peft_config = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,

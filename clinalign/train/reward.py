@@ -38,20 +38,15 @@ class Config(StageConfig):
 
 
 def run(ctx: RunContext, config: Config) -> dict:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
     with ctx.store.session() as session:
         dataset_art = require_artifact(session, "preference_dataset", config.dataset)
         ctx.use(dataset_art.id)
         _, base_path = model_artifact(session, ctx, config.base, ("model",))
-    splits = common.preference_splits(Path(dataset_art.uri))
-    columns = ["prompt", "chosen", "rejected", "margin"]
-    train = splits["train"].select_columns(columns)
-    test = splits["test"].select_columns(columns) if "test" in splits else None
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    train, test = common.preference_data(Path(dataset_art.uri), ["prompt", "chosen", "rejected", "margin"])
+    tokenizer = common.tokenizer(base_path)
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = common.trl_config(RewardConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)

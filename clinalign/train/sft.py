@@ -50,7 +50,6 @@ class Config(StageConfig):
 
 def run(ctx: RunContext, config: Config) -> dict:
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     with ctx.store.session() as session:
@@ -70,7 +69,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     if base_path is None:
         corpus = [p.text for p in train] + [r["completion"][0]["content"] for r in rows]
         base_path = str(build_scratch(corpus, config.scratch, ctx.out_dir / "scratch"))
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    tokenizer = common.tokenizer(base_path)
     args = common.trl_config(SFTConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)
     trainer = SFTTrainer(model=base_path, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     common.show_progress(trainer, "train sft")

@@ -1,5 +1,7 @@
 """DPO with LoRA: the implicit reward margin moves the right way, and the merged policy loads."""
 
+import math
+
 from sqlalchemy import select
 
 from clinalign import lm
@@ -18,6 +20,7 @@ def test_the_implicit_reward_margin_grows(loop_store, loop):
     late = margins[len(margins) // 2 :]
     assert sum(late) / len(late) > 0.01, late
     losses = [e["loss"] for e in history if "loss" in e]
-    assert sum(losses[-5:]) / 5 < losses[0]
+    late_losses = losses[len(losses) // 2 :]
+    assert sum(late_losses) / len(late_losses) < math.log(2)  # the loss of a policy equal to its reference
     assert art.meta["algo"] == "dpo" and (loop / "artifacts" / str(run.id) / "adapter" / "adapter_config.json").exists()
     lm.load(art.uri)  # the merged policy is a plain model folder
