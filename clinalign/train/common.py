@@ -36,9 +36,7 @@ def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict) -> Any
 def show_progress(trainer, description: str) -> None:
     """Replace the trainer's console printer (active when tqdm is off) with our rich bar."""
     from transformers import PrinterCallback
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressCallback(description))
 
