@@ -1,0 +1,309 @@
+"""Person names without a downloadable NER model, recall first (in the spirit of Philter).
+
+A capitalised word is a name when
+* it follows a title or a cue ("Dr.", "Mrs", "seen by", "patient", "Re:", "Docteur"), or
+* it is in the name gazetteer (first and last names of Faker's Latin-script locales) and is not an
+  ambiguous common word at the start of a sentence ("Will", "Grace", "Brown" open sentences too), or
+* it stands next to a name (a surname not in the gazetteer, an initial).
+It is not a name when an eponym pattern follows ("Parkinson's disease", "Bell palsy").
+
+Common words come from ``wordfreq`` (its English list is a frozen frequency snapshot; the package is
+no longer updated, which suits a fixed allowlist); the gazetteer is built once per process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from functools import cache
+
+from clinalign.phi import Span
+
+# Latin-script locales: enough coverage for US, UK, European and Latin American names.
+GAZETTEER_LOCALES = (
+    "en_US",
+    "en_GB",
+    "en_IE",
+    "en_CA",
+    "en_AU",
+    "en_NZ",
+    "en_IN",
+    "en_NG",
+    "es_ES",
+    "es_MX",
+    "es_CO",
+    "es_AR",
+    "fr_FR",
+    "fr_CA",
+    "de_DE",
+    "it_IT",
+    "pt_BR",
+    "pt_PT",
+    "nl_NL",
+    "pl_PL",
+    "sv_SE",
+    "tr_TR",
+    "ro_RO",
+    "cs_CZ",
+)
+# How many of the most frequent English words count as common (ambiguous when also a name).
+COMMON_WORDS = 5000
+
+_TOKEN = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ'’-]*\.?")
+_TITLES = {
+    "dr",
+    "dr.",
+    "doctor",
+    "mr",
+    "mr.",
+    "mrs",
+    "mrs.",
+    "ms",
+    "ms.",
+    "miss",
+    "mx",
+    "mx.",
+    "prof",
+    "prof.",
+    "professor",
+    "sister",
+    "nurse",
+    "docteur",
+    "pr",
+    "pr.",
+    "monsieur",
+    "madame",
+    "mme",
+    "mlle",
+    "m.",
+    "mademoiselle",
+    "sr",
+    "sr.",
+}
+_CUES = {
+    "patient",
+    "pt",
+    "name",
+    "named",
+    "by",
+    "attending",
+    "resident",
+    "intern",
+    "interne",
+    "nurse",
+    "son",
+    "daughter",
+    "wife",
+    "husband",
+    "mother",
+    "father",
+    "brother",
+    "sister",
+    "partner",
+    "contact",
+    "re:",
+    "member",
+    "signed",
+    "dictated",
+    "cc",
+    "to:",
+    "from:",
+    "dear",
+    "is",
+    "am",
+    "called",
+    "spouse",
+    "guardian",
+    "caregiver",
+    "friend",
+    "neighbour",
+    "neighbor",
+    "patiente",
+    "épouse",
+    "époux",
+    "fils",
+    "fille",
+    "mère",
+    "père",
+    "frère",
+    "sœur",
+}
+# Cues that only count when followed by a capitalised word at once ("this is Maria", "my name is").
+_EPONYM_NEXT = {
+    "disease",
+    "syndrome",
+    "sign",
+    "signs",
+    "palsy",
+    "law",
+    "test",
+    "criteria",
+    "score",
+    "rule",
+    "rules",
+    "phenomenon",
+    "reflex",
+    "triad",
+    "ulcer",
+    "fracture",
+    "classification",
+    "scale",
+    "maneuver",
+    "manoeuvre",
+    "procedure",
+    "operation",
+    "tube",
+    "catheter",
+    "node",
+    "nodes",
+    "lymphoma",
+    "sarcoma",
+    "tumor",
+    "tumour",
+    "anomaly",
+    "disorder",
+    "dystrophy",
+    "ataxia",
+    "encephalopathy",
+    "thyroiditis",
+    "contracture",
+    "cell",
+    "cells",
+    "maladie",
+    "syndrome",
+    "test",
+    "signe",
+}
+
+
+@cache
+def _gazetteer() -> frozenset[str]:
+    names: set[str] = set()
+    for locale in GAZETTEER_LOCALES:
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        except ModuleNotFoundError:
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary", "last_names"):
+            values = getattr(provider, attr, ())
+            names.update(v.lower() for v in (values.keys() if isinstance(values, dict) else values) if len(v) > 1)
+    return frozenset(names)
+
+
+# Common words ranked below this open sentences too often to be taken for names there ("Mark", "White");
+# rarer ones ("Grace", "Rose") are names even at the start of a sentence.
+SENTENCE_START_RANK = 1000
+
+
+@cache
+def _rank() -> dict[str, int]:
+    return {word: i for i, word in enumerate(_common_list())}
+
+
+@cache
+def _common_list() -> tuple[str, ...]:
+    import wordfreq
+
+    return tuple(wordfreq.top_n_list("en", COMMON_WORDS))
+
+
+def _shape(word: str) -> str | None:
+    """How a token is written: ``title`` (Maria, O'Neil, McDonald), ``caps`` (SMITH), ``initial`` (J.)."""
+    if not word[:1].isupper():
+        return None
+    if len(word) == 1:
+        return "initial"
+    if word.isupper():
+        return "caps"
+    return "title" if any(c.islower() for c in word) else None
+
+
+def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
+    """Name spans in ``text``, skipping characters already claimed by another detector."""
+    gazetteer, rank = _gazetteer(), _rank()
+    tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+    words = [t[2].rstrip(".") for t in tokens]
+    keys = [w.lower().replace("’", "'") for w in words]
+    shapes = [_shape(w) if len(t[2]) > len(w) or len(w) > 1 else None for t, w in zip(tokens, words, strict=True)]
+    letters = sum(c.isalpha() for c in text)
+    # An all-capitals text (long enough to tell): there, case says nothing about names.
+    shouting = letters >= 30 and sum(c.isupper() for c in text) > 0.6 * letters
+    n = len(tokens)
+    marks = [False] * n
+    strong = [False] * n  # evidence beyond the gazetteer: a title, a cue, a neighbour
+
+    def gap(i: int) -> str:
+        return text[tokens[i - 1][1] : tokens[i][0]] if i else ""
+
+    def joined(i: int) -> bool:
+        """Token i follows token i-1 within a name: a space, a comma or nothing; no sentence ends between."""
+        if i == 0 or len(gap(i)) > 2 or "\n" in gap(i):
+            return False
+        return not tokens[i - 1][2].endswith(".") or shapes[i - 1] == "initial"
+
+    def sentence_start(i: int) -> bool:
+        return i == 0 or tokens[i - 1][2].endswith(".") or any(c in gap(i) for c in ".!?:\n;•")
+
+    def known(i: int) -> bool:
+        return keys[i] in gazetteer or keys[i].split("'")[0] in gazetteer
+
+    for i in range(n):
+        if shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES:
+            continue
+        previous = keys[i - 1] if i else ""
+        cued = (
+            previous in _TITLES
+            or (previous in _CUES and ":" not in gap(i))
+            or (previous in ("re", "to", "from") and ":" in gap(i))
+        )
+        if cued and (shapes[i] != "initial" or tokens[i][2].endswith(".")):
+            marks[i] = strong[i] = not (shouting and keys[i] in rank and not known(i))
+        elif shapes[i] != "initial" and known(i):
+            common_rank = rank.get(keys[i])
+            if common_rank is None:
+                marks[i] = not (shouting and len(words[i]) < 3)
+            elif not shouting and (not sentence_start(i) or common_rank >= SENTENCE_START_RANK):
+                marks[i] = True
+    # Neighbours: a capitalised word, a surname in capitals or an initial next to a name is part of it.
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n):
+            if marks[i] or shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES:
+                continue
+            left = joined(i) and marks[i - 1]
+            right = i + 1 < n and joined(i + 1) and marks[i + 1]
+            if not (left or right):
+                continue
+            if shapes[i] == "initial":
+                ok = tokens[i][2].endswith(".") or right
+            elif shapes[i] == "caps":  # a surname in capitals (French style), not an acronym after a comma
+                ok = (
+                    known(i)
+                    or not shouting
+                    and keys[i] not in rank
+                    and len(words[i]) > 2
+                    and gap(i if left else i + 1) == " "
+                )
+            else:
+                ok = keys[i] not in rank or known(i)
+            if ok:
+                marks[i] = strong[i] = changed = True
+    # A name confirmed once is a name wherever it appears capitalised in the same text.
+    confirmed = {keys[i] for i in range(n) if marks[i] and shapes[i] != "initial"}
+    for i in range(n):
+        if not marks[i] and shapes[i] in ("title", "caps") and keys[i] in confirmed:
+            marks[i] = True
+    blocked = taken or []
+    spans = []
+    for i, (start, _end, token) in enumerate(tokens):
+        if not marks[i]:
+            continue
+        following = keys[i + 1] if i + 1 < n else ""
+        possessive = keys[i].endswith("'s")
+        if following in _EPONYM_NEXT and (possessive or not strong[i]):
+            continue  # Parkinson's disease, Bell palsy
+        end = start + len(words[i] if shapes[i] != "initial" else token) - (2 if possessive else 0)
+        if not any(a < end and start < b for a, b in blocked):
+            spans.append(Span(start, end, "NAME", "name"))
+    return spans

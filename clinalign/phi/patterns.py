@@ -1,0 +1,312 @@
+"""Regular-expression detectors for every Safe Harbor type except names.
+
+Each detector is (type, rule name, compiled pattern, value group). Identifiers that have no shape of
+their own (record, plan, account, licence, device numbers) are found by their label ("MRN:",
+"member ID", "acct #") and only the value is a span. Python's ``re`` with one pass per pattern keeps
+the cost linear in the text's length.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from clinalign.phi import Span
+
+_MONTHS = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
+    r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?"
+    r"|janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[uû]t|septembre|octobre|novembre|d[ée]cembre)"
+)
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])"
+_NUMBER_LABEL = r"\s*(?i:number|num\.?|no\.?|n[°º]|#|id|identifier)?\s*[:#]?\s*"
+_VALUE = r"([A-Z0-9][A-Z0-9\-/.]{3,24}[A-Z0-9])"
+
+_US_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|"
+    "PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
+)
+_STREET_TYPES = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|"
+    r"Highway|Hwy|Parkway|Pkwy|Square|Sq|Trail|Trl|Crescent|Row|Alley|Loop|Plaza|Ridge|Run|Path|Pike|Crossing|Xing)"
+)
+
+
+def _labelled(labels: str) -> str:
+    return rf"(?i:\b(?:{labels})){_NUMBER_LABEL}{_VALUE}"
+
+
+# (type, rule, pattern, group holding the PHI: 0 = the whole match)
+_DETECTORS: list[tuple[str, str, str, int]] = [
+    ("EMAIL", "email", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b", 0),
+    ("URL", "url", r"\b(?:https?://|www\.)[^\s<>\"')\]]+[^\s<>\"')\].,;:!?]", 0),
+    (
+        "URL",
+        "domain",
+        r"\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|info|biz|io|fr|uk|de|ca|au)\b"
+        r"(?:/[^\s]*[^\s.,;:!?])?",
+        0,
+    ),
+    ("IP", "ipv4", r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)", 0),
+    ("IP", "ipv6", r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])", 0),
+    ("DEVICE", "mac", r"\b(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}\b", 0),
+    ("SSN", "ssn", r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])", 0),
+    (
+        "SSN",
+        "ssn_labelled",
+        r"(?i:\b(?:SSN|social security(?: number| no\.?)?|s[ée]curit[ée] sociale|NIR))"
+        r"\s*[:#]?\s*(\d[\d\s-]{7,20}\d)",
+        1,
+    ),
+    ("FAX", "fax", r"(?i:\bfax)\s*(?:number|no\.?|#)?\s*[:#]?\s*(\+?[\d(][\d\s().-]{7,18}\d)", 1),
+    ("PHONE", "phone_nanp", r"(?<![\w/.-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w-])", 0),
+    ("PHONE", "phone_intl", r"(?<![\w/])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}\d(?!\w)", 0),
+    ("PHONE", "phone_fr", r"(?<![\w/])0[1-9](?:[\s.-]?\d{2}){4}(?!\w)", 0),
+    (
+        "PHONE",
+        "phone_labelled",
+        r"(?i:\b(?:phone|tel|t[ée]l[ée]phone|mobile|cell|pager|bip)\.?)\s*[:#]?\s*"
+        r"(\+?[\d(][\d\s().-]{5,18}\d)",
+        1,
+    ),
+    (
+        "MRN",
+        "mrn",
+        _labelled(
+            r"MRN|medical record|record|chart|patient|hospital|IPP|NDA|NIP|unit|encounter|visit|"
+            r"admission|episode|case|accession|specimen|dossier|s[ée]jour"
+        ),
+        1,
+    ),
+    (
+        "HEALTH_PLAN",
+        "plan",
+        _labelled(
+            r"member|subscriber|policy|plan|beneficiary|insurance|insurer|medicare|medicaid|"
+            r"group|payer|HICN|MBI|mutuelle"
+        ),
+        1,
+    ),
+    ("ACCOUNT", "account", _labelled(r"account|acct|billing|invoice|claim|bank|routing|IBAN"), 1),
+    ("ACCOUNT", "iban", r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){3,7}(?:\s?[A-Z0-9]{1,3})?\b", 0),
+    ("ACCOUNT", "card", r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])", 0),
+    (
+        "LICENSE",
+        "license",
+        _labelled(
+            r"licen[cs]e|DEA|NPI|certificate|certification|passport|permit|RPPS|ADELI|"
+            r"registration"
+        ),
+        1,
+    ),
+    ("VEHICLE", "vin", r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b", 0),
+    ("VEHICLE", "plate", _labelled(r"plate|licen[cs]e plate|vehicle|VIN|immatriculation"), 1),
+    ("DEVICE", "device", _labelled(r"serial|S/N|SN|device|UDI|IMEI|pacemaker|implant|lot"), 1),
+    (
+        "BIOMETRIC",
+        "biometric",
+        _labelled(
+            r"fingerprint|retina|retinal|iris|voiceprint|voice print|biometric|"
+            r"face ?print|palm ?print"
+        ),
+        1,
+    ),
+    ("DATE", "date_numeric", rf"(?<![\d/.-]){_DAY}[/.-]{_DAY}[/.-](?:\d{{4}}|\d{{2}})(?![\d/-])", 0),
+    (
+        "DATE",
+        "date_iso",
+        r"(?<![\d-])\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+        r"(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?(?!\d)",
+        0,
+    ),
+    ("DATE", "date_month_first", rf"\b{_MONTHS}\.?\s+{_DAY}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b", 0),
+    ("DATE", "date_day_first", rf"\b{_DAY}(?:st|nd|rd|th|er)?\s+(?:of\s+|de\s+)?{_MONTHS}\.?(?:,?\s+\d{{4}})?\b", 0),
+    ("DATE", "date_month_year", rf"\b{_MONTHS}\.?,?\s+\d{{4}}\b", 0),
+    (
+        "DATE",
+        "date_cued",
+        r"(?i:\b(?:on|since|from|until|dated|DOB|born|seen|admitted|discharged)\s*:?\s+)"
+        r"((?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/])",
+        1,
+    ),
+    ("AGE", "age_years", r"\b(9\d|1[0-4]\d)(?=[\s-]*(?:-?years?|-?yrs?|y/?o\b|yo\b|ans\b))", 1),
+    ("AGE", "age_labelled", r"(?i:\b(?:age|aged|âgée?)\s*:?\s*)(9\d|1[0-4]\d)\b", 1),
+    (
+        "LOCATION",
+        "street",
+        rf"\b\d{{1,6}}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][A-Za-z'.-]*\s+){{1,4}}{_STREET_TYPES}\b\.?"
+        r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*[\w-]+)?",
+        0,
+    ),
+    (
+        "LOCATION",
+        "rue",
+        r"(?i:\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|all[ée]e|"
+        r"impasse|route|quai|cours|square)\s+(?:(?:de|du|des|la|le|l'|d')\s*)*)"
+        r"[A-ZÀ-Ý][\w'-]*(?:\s+[A-ZÀ-Ý][\w'-]*){0,4}",
+        0,
+    ),
+    ("LOCATION", "po_box", r"(?i:\bP\.?\s?O\.?\s+Box\s+\d+)", 0),
+    ("LOCATION", "city_state", rf"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+){{0,2}}(?=,\s*(?:{_US_STATES})\b)", 0),
+    (
+        "LOCATION",
+        "place_cued",
+        r"\b(?:lives in|living in|resides in|resident of|moved to|born in|from|travell?ed to|"
+        r"près de|habite à|domicilié à|né à|née à)\s([A-ZÀ-Ý][\w'-]+(?:[\s-][A-ZÀ-Ý][\w'-]+){0,2})",
+        1,
+    ),
+    (
+        "LOCATION",
+        "care_site",
+        r"\b(?:(?:St\.?|Saint|Sainte|Mount|Mt\.?)\s+)?[A-Z][\w'.-]+(?:\s+[A-Z][\w'.-]+){0,3}\s+"
+        r"(?:Hospital|Clinic|Medical Center|Medical Centre|Health Center|Health Centre|Infirmary|"
+        r"Nursing Home|Hospice|Care Home)\b",
+        0,
+    ),
+    (
+        "LOCATION",
+        "site_cued",
+        r"\bat the\s([A-Z][a-z]+(?:\s+[A-Z][a-z]+){0,2})(?=\s+(?:clinic|hospital|practice|surgery)\b)",
+        1,
+    ),
+    (
+        "LOCATION",
+        "hopital",
+        r"(?:\b(?:[HhCc]ôpital|[Hh]opital|CHU|CHR|[Cc]linique|[Gg]roupe [Hh]ospitalier|AP-HP)"
+        r"(?:\s+(?:de|du|des|d'|la|le|l')?\s*[A-ZÀ-Ý][\w'-]*){1,4})",
+        0,
+    ),
+    ("ZIP", "zip_state", rf"\b(?:{_US_STATES})\s+(\d{{5}}(?:-\d{{4}})?)\b", 1),
+    ("ZIP", "zip_labelled", r"(?i:\b(?:zip|zip code|postal code|code postal|CP)\s*:?\s*)(\d{5}(?:-\d{4})?)\b", 1),
+    ("ZIP", "zip_fr", r"\b\d{5}(?=\s+[A-ZÀ-Ý][\w'-]+(?:\s+(?:Cedex|CEDEX))?\b)", 0),
+]
+
+
+# Lower-case literals at least one of which must occur for a rule to match: a cheap ``in`` test lets most
+# texts skip most patterns, so the scan stays linear with a far smaller constant. Rules absent here always run.
+_HINTS: dict[str, tuple[str, ...]] = {
+    "email": ("@",),
+    "url": ("http", "www."),
+    "ipv6": (":",),
+    "mac": (":", "-"),
+    "ssn_labelled": ("ssn", "social security", "curit", "nir"),
+    "fax": ("fax",),
+    "phone_intl": ("+",),
+    "phone_labelled": ("phone", "tel", "tél", "mobile", "cell", "pager", "bip"),
+    "mrn": (
+        "mrn",
+        "record",
+        "chart",
+        "patient",
+        "hospital",
+        "ipp",
+        "nda",
+        "nip",
+        "unit",
+        "encounter",
+        "visit",
+        "admission",
+        "episode",
+        "case",
+        "accession",
+        "specimen",
+        "dossier",
+        "séjour",
+        "sejour",
+    ),
+    "plan": (
+        "member",
+        "subscriber",
+        "policy",
+        "plan",
+        "beneficiary",
+        "insur",
+        "medicare",
+        "medicaid",
+        "group",
+        "payer",
+        "hicn",
+        "mbi",
+        "mutuelle",
+    ),
+    "account": ("account", "acct", "billing", "invoice", "claim", "bank", "routing", "iban"),
+    "license": ("licen", "dea", "npi", "certific", "passport", "permit", "rpps", "adeli", "registration"),
+    "plate": ("plate", "vehicle", "vin", "immatriculation"),
+    "device": ("serial", "s/n", "sn", "device", "udi", "imei", "pacemaker", "implant", "lot"),
+    "biometric": ("finger", "retina", "iris", "voice", "biometric", "face", "palm"),
+    "age_labelled": ("age", "âg"),
+    "rue": ("rue", "av", "boulevard", "bd", "place", "chemin", "all", "impasse", "route", "quai", "cours", "square"),
+    "po_box": ("box",),
+    "place_cued": (
+        "lives in",
+        "living in",
+        "resid",
+        "moved to",
+        "born in",
+        "from",
+        "travel",
+        "près de",
+        "habite",
+        "domicili",
+        "né à",
+        "née à",
+    ),
+    "care_site": (
+        "hospital",
+        "clinic",
+        "medical cent",
+        "health cent",
+        "infirmary",
+        "nursing home",
+        "hospice",
+        "care home",
+    ),
+    "site_cued": ("at the",),
+    "hopital": ("pital", "chu", "chr", "clinique", "hospitalier", "ap-hp"),
+    "zip_labelled": ("zip", "postal", "cp"),
+}
+
+_COMPILED = [(kind, rule, re.compile(pattern), group, _HINTS.get(rule)) for kind, rule, pattern, group in _DETECTORS]
+
+# Long digit runs that no rule above named: still unique identifying numbers (Safe Harbor R), unless
+# a unit follows (a measurement) or they are a plain year.
+_OTHER_NUMBER = re.compile(
+    r"(?<![\w.,/-])(?=[A-Z0-9-]*\d{5})[A-Z0-9][A-Z0-9-]{4,}[A-Z0-9](?![\w.,/-]*\s*(?:mg|mcg|g|kg|ml|mL|"
+    r"l|L|units?|IU|mmol|mmHg|%|cells|copies|/))"
+)
+
+
+def _valid(kind: str, rule: str, value: str) -> bool:
+    if rule == "ipv4":
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return False
+        return True
+    if rule == "card":
+        digits = [int(c) for c in value if c.isdigit()]
+        if not 13 <= len(digits) <= 19:
+            return False
+        total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits)))
+        return total % 10 == 0  # Luhn: otherwise it is another kind of number, caught below if long
+    if kind in ("MRN", "HEALTH_PLAN", "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "BIOMETRIC") and rule != "iban":
+        return any(c.isdigit() for c in value)  # "record shows", "plan to": a label followed by a word
+    return True
+
+
+def find(text: str) -> list[Span]:
+    spans = []
+    lowered = text.lower()
+    for kind, rule, pattern, group, hints in _COMPILED:
+        if hints is not None and not any(h in lowered for h in hints):
+            continue
+        for match in pattern.finditer(text):
+            start, end = match.span(group)
+            if start < end and _valid(kind, rule, match.group(group)):
+                spans.append(Span(start, end, kind, rule))
+    taken = sorted((s.start, s.end) for s in spans)
+    for match in _OTHER_NUMBER.finditer(text):
+        start, end = match.span()
+        if not any(a < end and start < b for a, b in taken) and not re.fullmatch(r"(19|20)\d\d", match.group()):
+            spans.append(Span(start, end, "ID", "other_number"))
+    return spans
