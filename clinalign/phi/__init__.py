@@ -53,10 +53,15 @@ class Span:
     rule: str
 
 
+# On equal spans a label beats a shape ("account 0620856156" is an account, though shaped like a phone).
+_LABELLED = {"mrn", "plan", "account", "license", "plate", "device", "biometric", "ssn_labelled", "fax",
+             "phone_labelled", "zip_labelled", "age_labelled", "date_cued", "street_cued"}
+
+
 def _resolve(spans: list[Span]) -> list[Span]:
     """Drop spans inside or overlapping an earlier, longer one (a date inside an address, say)."""
     kept: list[Span] = []
-    for span in sorted(spans, key=lambda s: (s.start, -(s.end - s.start))):
+    for span in sorted(spans, key=lambda s: (s.start, -(s.end - s.start), s.rule not in _LABELLED)):
         if kept and span.start < kept[-1].end:
             if span.end > kept[-1].end and span.type == kept[-1].type:
                 kept[-1] = Span(kept[-1].start, span.end, span.type, kept[-1].rule)

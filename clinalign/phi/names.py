@@ -21,30 +21,11 @@ from clinalign.phi import Span
 
 # Latin-script locales: enough coverage for US, UK, European and Latin American names.
 GAZETTEER_LOCALES = (
-    "en_US",
-    "en_GB",
-    "en_IE",
-    "en_CA",
-    "en_AU",
-    "en_NZ",
-    "en_IN",
-    "en_NG",
-    "es_ES",
-    "es_MX",
-    "es_CO",
-    "es_AR",
-    "fr_FR",
-    "fr_CA",
-    "de_DE",
-    "it_IT",
-    "pt_BR",
-    "pt_PT",
-    "nl_NL",
-    "pl_PL",
-    "sv_SE",
-    "tr_TR",
-    "ro_RO",
-    "cs_CZ",
+    "en_US", "en_GB", "en_IE", "en_CA", "en_AU", "en_NZ", "en_IN", "en_NG", "en_KE", "en_PK", "en_TH", "es_ES",
+    "es_MX", "es_CO", "es_AR", "es_CL", "es_CA", "fr_FR", "fr_CA", "fr_CH", "fr_BE", "fr_DZ", "fr_QC", "de_DE",
+    "de_AT", "de_CH", "it_IT", "pt_BR", "pt_PT", "nl_NL", "nl_BE", "pl_PL", "sv_SE", "da_DK", "no_NO", "fi_FI",
+    "is_IS", "et_EE", "lv_LV", "lt_LT", "cs_CZ", "sk_SK", "sl_SI", "hr_HR", "hu_HU", "ro_RO", "tr_TR", "az_AZ",
+    "id_ID", "ga_IE", "sw", "yo_NG", "zu_ZA", "tw_GH", "ha_NG", "ig_NG", "fil_PH", "vi_VN",
 )
 # How many of the most frequent English words count as common (ambiguous when also a name).
 COMMON_WORDS = 5000
@@ -128,7 +109,9 @@ _CUES = {
     "frère",
     "sœur",
 }
-# Cues that only count when followed by a capitalised word at once ("this is Maria", "my name is").
+# Words that follow cues in forms and are never names ("Member ID", "Patient MRN", "Dr. Smith MD").
+_LABEL_WORDS = {"id", "mrn", "dob", "ssn", "no", "number", "md", "phd", "rn", "np", "pa", "do", "dds", "ipp", "nda",
+                "age", "sex", "tel", "fax", "email", "name", "date", "room", "bed"}
 _EPONYM_NEXT = {
     "disease",
     "syndrome",
@@ -176,6 +159,11 @@ _EPONYM_NEXT = {
 }
 
 
+# Lower-case words inside a name ("Willemine ten Pas", "Ludwig van Beethoven", "María de la Cruz").
+_PARTICLES = {"van", "von", "de", "der", "den", "ten", "ter", "la", "le", "di", "da", "del", "du", "dos", "das", "bin",
+              "ibn", "al", "el", "y", "zu", "van der", "van den", "de la", "de los", "von der"}
+
+
 @cache
 def _gazetteer() -> frozenset[str]:
     names: set[str] = set()
@@ -186,7 +174,10 @@ def _gazetteer() -> frozenset[str]:
             continue
         for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary", "last_names"):
             values = getattr(provider, attr, ())
-            names.update(v.lower() for v in (values.keys() if isinstance(values, dict) else values) if len(v) > 1)
+            if isinstance(values, dict):
+                values = values.keys()
+            if isinstance(values, (list, tuple, type({}.keys()))):  # some locales compute names in properties
+                names.update(v.lower() for v in values if isinstance(v, str) and len(v) > 1)
     return frozenset(names)
 
 
@@ -248,7 +239,7 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
         return keys[i] in gazetteer or keys[i].split("'")[0] in gazetteer
 
     for i in range(n):
-        if shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES:
+        if shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES or keys[i] in _LABEL_WORDS:
             continue
         previous = keys[i - 1] if i else ""
         cued = (
@@ -269,7 +260,7 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
     while changed:
         changed = False
         for i in range(n):
-            if marks[i] or shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES:
+            if marks[i] or shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES or keys[i] in _LABEL_WORDS:
                 continue
             left = joined(i) and marks[i - 1]
             right = i + 1 < n and joined(i + 1) and marks[i + 1]
@@ -304,6 +295,11 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
         if following in _EPONYM_NEXT and (possessive or not strong[i]):
             continue  # Parkinson's disease, Bell palsy
         end = start + len(words[i] if shapes[i] != "initial" else token) - (2 if possessive else 0)
-        if not any(a < end and start < b for a, b in blocked):
+        if any(a < end and start < b for a, b in blocked):
+            continue
+        between = text[spans[-1].end:start] if spans else ""
+        if spans and "\n" not in between and (between.strip(" ") == "" or between.strip().lower() in _PARTICLES):
+            spans[-1] = Span(spans[-1].start, end, "NAME", "name")  # one span per person: "Willemine ten Pas"
+        else:
             spans.append(Span(start, end, "NAME", "name"))
     return spans

@@ -28,7 +28,15 @@ _US_STATES = (
 )
 _STREET_TYPES = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|"
-    r"Highway|Hwy|Parkway|Pkwy|Square|Sq|Trail|Trl|Crescent|Row|Alley|Loop|Plaza|Ridge|Run|Path|Pike|Crossing|Xing)"
+    r"Highway|Hwy|Parkway|Pkwy|Square|Sq|Trail|Trl|Crescent|Row|Alley|Loop|Plaza|Ridge|Run|Path|Pike|Crossing|Xing|"
+    # USPS street suffixes (Publication 28, appendix C1), the common ones, singular or plural
+    r"(?:Arcade|Bayou|Beach|Bend|Bluff|Bottom|Branch|Bridge|Brook|Burg|Bypass|Camp|Canyon|Cape|Causeway|Center|"
+    r"Cliff|Club|Common|Corner|Course|Cove|Creek|Crest|Dale|Dam|Divide|Estate|Expressway|Extension|Fall|Ferry|Field|"
+    r"Flat|Ford|Forest|Forge|Fork|Fort|Freeway|Garden|Gateway|Glen|Green|Grove|Harbor|Haven|Height|Hill|Hollow|"
+    r"Island|Isle|Junction|Key|Knoll|Lake|Landing|Light|Lodge|Mall|Manor|Meadow|Mews|Mill|Mission|Motorway|Mount|"
+    r"Mountain|Neck|Orchard|Oval|Park|Pass|Pine|Plain|Point|Port|Prairie|Radial|Ranch|Rapid|Rest|Route|Shoal|Shore|"
+    r"Spring|Spur|Station|Stravenue|Stream|Summit|Throughway|Trace|Track|Trafficway|Tunnel|Turnpike|Underpass|Union|"
+    r"Valley|Via|Viaduct|View|Village|Ville|Vista|Walk|Wall|Well)s?)"
 )
 
 
@@ -59,7 +67,9 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         1,
     ),
     ("FAX", "fax", r"(?i:\bfax)\s*(?:number|no\.?|#)?\s*[:#]?\s*(\+?[\d(][\d\s().-]{7,18}\d)", 1),
-    ("PHONE", "phone_nanp", r"(?<![\w/.-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w-])", 0),
+    ("PHONE", "phone_nanp", r"(?<![\w/.-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}"
+                            r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])", 0),
+    ("PHONE", "phone_grouped", r"(?<![\w.,/-])(?:\(\d{2,4}\)|\d{2,4})(?:[\s.-]\d{2,4}){2,4}(?![\w.,/-])", 0),
     ("PHONE", "phone_intl", r"(?<![\w/])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}\d(?!\w)", 0),
     ("PHONE", "phone_fr", r"(?<![\w/])0[1-9](?:[\s.-]?\d{2}){4}(?!\w)", 0),
     (
@@ -100,7 +110,8 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         1,
     ),
     ("VEHICLE", "vin", r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b", 0),
-    ("VEHICLE", "plate", _labelled(r"plate|licen[cs]e plate|vehicle|VIN|immatriculation"), 1),
+    ("VEHICLE", "plate", r"(?i:\b(?:plate|registration|immatriculation))\s*(?i:number|no\.?|#)?\s*[:#]?\s*"
+                         r"((?=[A-Z0-9 -]*\d)[A-Z0-9]{1,4}[ -]?[A-Z0-9]{1,4}(?:[ -][A-Z0-9]{1,4})?)\b", 1),
     ("DEVICE", "device", _labelled(r"serial|S/N|SN|device|UDI|IMEI|pacemaker|implant|lot"), 1),
     (
         "BIOMETRIC",
@@ -146,12 +157,15 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         r"[A-ZÀ-Ý][\w'-]*(?:\s+[A-ZÀ-Ý][\w'-]*){0,4}",
         0,
     ),
+    ("LOCATION", "street_cued", r"(?i:\b(?:lives at|living at|resides at|address(?:\s*:)?|home at|visit at|moved to))\s+"
+                                r"(\d{1,6}\s+[A-Z][\w'.-]*(?:\s+[A-Z][\w'.-]*){0,3}"
+                                r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*[\w-]+)?)", 1),
     ("LOCATION", "po_box", r"(?i:\bP\.?\s?O\.?\s+Box\s+\d+)", 0),
     ("LOCATION", "city_state", rf"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+){{0,2}}(?=,\s*(?:{_US_STATES})\b)", 0),
     (
         "LOCATION",
         "place_cued",
-        r"\b(?:lives in|living in|resides in|resident of|moved to|born in|from|travell?ed to|"
+        r"\b(?:lives in|living in|resides in|resident of|moved to|born in|travell?ed to|"
         r"près de|habite à|domicilié à|né à|née à)\s([A-ZÀ-Ý][\w'-]+(?:[\s-][A-ZÀ-Ý][\w'-]+){0,2})",
         1,
     ),
@@ -237,6 +251,7 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "age_labelled": ("age", "âg"),
     "rue": ("rue", "av", "boulevard", "bd", "place", "chemin", "all", "impasse", "route", "quai", "cours", "square"),
     "po_box": ("box",),
+    "street_cued": ("lives at", "living at", "resides at", "address", "home at", "visit at", "moved to"),
     "place_cued": (
         "lives in",
         "living in",
@@ -276,6 +291,9 @@ _OTHER_NUMBER = re.compile(
 )
 
 
+_DATE_LIKE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+
+
 def _valid(kind: str, rule: str, value: str) -> bool:
     if rule == "ipv4":
         try:
@@ -283,6 +301,8 @@ def _valid(kind: str, rule: str, value: str) -> bool:
         except ValueError:
             return False
         return True
+    if rule == "phone_grouped":  # 9 to 13 digits in groups: a number too long to be a measurement
+        return 9 <= sum(c.isdigit() for c in value) <= 13
     if rule == "card":
         digits = [int(c) for c in value if c.isdigit()]
         if not 13 <= len(digits) <= 19:
@@ -290,7 +310,8 @@ def _valid(kind: str, rule: str, value: str) -> bool:
         total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits)))
         return total % 10 == 0  # Luhn: otherwise it is another kind of number, caught below if long
     if kind in ("MRN", "HEALTH_PLAN", "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "BIOMETRIC") and rule != "iban":
-        return any(c.isdigit() for c in value)  # "record shows", "plan to": a label followed by a word
+        # "record shows", "plan to": a label followed by a word; "visit 2024-01-02": a date, found as one
+        return any(c.isdigit() for c in value) and not _DATE_LIKE.fullmatch(value)
     return True
 
 
