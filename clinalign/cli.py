@@ -68,10 +68,8 @@ def render_metrics(stage: str, run_id: int, metrics: dict) -> None:
     console.print(table)
 
 
-def run_stage(
-    stage: str, module_name: str, config_path: Path | None, overrides: list[str], extra: dict | None = None
-) -> dict:
-    """Load the stage's config, open the store, run the stage inside ``track_run``, show its figures."""
+def run_stage(stage: str, module_name: str, config_path: Path | None, overrides: list[str], call=None) -> dict:
+    """Load the stage's config, open the store, run the stage (or ``call``) inside ``track_run``, show figures."""
     _quiet_libraries()
     from clinalign import progress
     from clinalign.audit import track_run
@@ -81,12 +79,10 @@ def run_stage(
     module = importlib.import_module(f"clinalign.{module_name}")
     try:
         config = load_config(module.Config, config_path, overrides)
-        if extra:
-            config = config.model_copy(update=extra)
         settings = Settings()
         store = Store.open(settings.url)
         with progress.shown(err_console), track_run(store, stage, config, settings.data_dir) as ctx:
-            metrics = module.run(ctx, config)
+            metrics = (call or module.run)(ctx, config)
     except ClinalignError as err:
         fail(str(err))
     render_metrics(stage, ctx.run_id, metrics)
@@ -114,10 +110,93 @@ def ingest(
     run_stage("ingest", "ingest", config, set_ + ([f"path={path}"] if path else []))
 
 
-@app.command()
-def deidentify(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Remove PHI from quarantined cases; only de-identified records go further."""
-    run_stage("deidentify", "deidentify", config, set_)
+deidentify_app = typer.Typer(help="Remove PHI (all 18 Safe Harbor identifiers); measure how well.")
+app.add_typer(deidentify_app, name="deidentify")
+
+
+@deidentify_app.callback(invoke_without_command=True)
+def deidentify(
+    ctx: typer.Context,
+    source: Path | None = typer.Option(None, "--in", help="File mode: JSONL with a 'text' field per line."),
+    target: Path | None = typer.Option(None, "--out", help="File mode: where to write the de-identified JSONL."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """De-identify quarantined cases in the store, or a JSONL file with --in/--out."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if (source is None) != (target is None):
+        fail("file mode needs both --in and --out")
+    if source is None:
+        run_stage("deidentify", "deidentify", config, set_)
+        return
+    from clinalign import deidentify as stage
+
+    run_stage(
+        "deidentify", "deidentify", config, set_, call=lambda ctx_, cfg: stage.run_file(ctx_, cfg, source, target)
+    )
+
+
+@deidentify_app.command("eval")
+def deidentify_eval(
+    gold: Path = typer.Option(..., "--gold", help="Gold spans: JSONL {text, spans}, or a public set's file."),
+    layout: str = typer.Option("clinalign", help="clinalign | presidio | eds"),
+    out: Path | None = typer.Option(None, help="Also write the figures as JSON here."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Precision, recall, F1 and F2 per PHI type, strict and overlapping spans."""
+    import json
+
+    from clinalign.deidentify import Config, detect
+    from clinalign.deidentify.evaluation import read_gold, score
+    from clinalign.settings import load_config
+
+    try:
+        cfg = load_config(Config, config, set_)
+        figures = score(read_gold(gold, layout), lambda text: detect(text, cfg))
+    except ClinalignError as err:
+        fail(str(err))
+    table = Table(
+        title=f"{gold.name}: {figures['documents']} documents, {figures['gold_spans']} gold spans", title_justify="left"
+    )
+    for column in ("type", "gold", "pred", "P", "R", "F1", "F2", "strict P", "strict R", "strict F1"):
+        table.add_column(column, justify="left" if column == "type" else "right")
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for kind, row in figures["per_type"].items():
+        o, st = row["overlap"], row["strict"]
+        table.add_row(
+            kind,
+            str(row["gold"]),
+            str(row["predicted"]),
+            f(o["precision"]),
+            f(o["recall"]),
+            f(o["f1"]),
+            f(o["f2"]),
+            f(st["precision"]),
+            f(st["recall"]),
+            f(st["f1"]),
+        )
+    console.print(table)
+    console.print(f"leak recall (gold spans removed under any type): {f(figures['leak_recall'])}")
+    if out:
+        out.write_text(json.dumps(figures, indent=1))
+
+
+@deidentify_app.command("synth")
+def deidentify_synth(
+    out: Path = typer.Option(..., "--out", help="Where to write the annotated notes (JSONL)."),
+    n: int = typer.Option(500, help="How many notes."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Write synthetic clinical notes with every PHI span annotated (gold for `deidentify eval`)."""
+    from clinalign.deidentify.synthetic import write
+
+    write(out, n, seed)
+    console.print(f"wrote {n} annotated notes to {out}")
 
 
 @app.command()

@@ -27,6 +27,7 @@ def load(name_or_path: str) -> LoadedLM:
     """Load a causal LM and its tokenizer; a missing model is one clear line, not a stack trace."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path)

@@ -29,14 +29,33 @@ SCORED_AS = {"ZIP": "LOCATION", "FAX": "PHONE"}
 # Public sets' labels -> clinalign's; labels absent here are not Safe Harbor identifiers (an
 # organisation, a job title, a country) and are left out of the gold.
 PRESIDIO_LABELS = {
-    "PERSON": "NAME", "STREET_ADDRESS": "LOCATION", "ZIP_CODE": "LOCATION", "DATE_TIME": "DATE",
-    "PHONE_NUMBER": "PHONE", "EMAIL_ADDRESS": "EMAIL", "US_SSN": "SSN", "CREDIT_CARD": "ACCOUNT",
-    "IBAN_CODE": "ACCOUNT", "IP_ADDRESS": "IP", "DOMAIN_NAME": "URL", "US_DRIVER_LICENSE": "LICENSE",
+    "PERSON": "NAME",
+    "STREET_ADDRESS": "LOCATION",
+    "ZIP_CODE": "LOCATION",
+    "DATE_TIME": "DATE",
+    "PHONE_NUMBER": "PHONE",
+    "EMAIL_ADDRESS": "EMAIL",
+    "US_SSN": "SSN",
+    "CREDIT_CARD": "ACCOUNT",
+    "IBAN_CODE": "ACCOUNT",
+    "IP_ADDRESS": "IP",
+    "DOMAIN_NAME": "URL",
+    "US_DRIVER_LICENSE": "LICENSE",
 }
 EDS_LABELS = {
-    "NOM": "NAME", "PRENOM": "NAME", "DATE": "DATE", "DATE_NAISSANCE": "DATE", "TEL": "PHONE", "MAIL": "EMAIL",
-    "SECU": "SSN", "ADRESSE": "LOCATION", "VILLE": "LOCATION", "ZIP": "LOCATION", "HOPITAL": "LOCATION",
-    "IPP": "MRN", "NDA": "MRN",
+    "NOM": "NAME",
+    "PRENOM": "NAME",
+    "DATE": "DATE",
+    "DATE_NAISSANCE": "DATE",
+    "TEL": "PHONE",
+    "MAIL": "EMAIL",
+    "SECU": "SSN",
+    "ADRESSE": "LOCATION",
+    "VILLE": "LOCATION",
+    "ZIP": "LOCATION",
+    "HOPITAL": "LOCATION",
+    "IPP": "MRN",
+    "NDA": "MRN",
 }
 
 
@@ -59,8 +78,10 @@ def _docs_clinalign(path: Path) -> Iterable[GoldDoc]:
 
 
 # Safe Harbor keeps years, and a weekday alone dates nothing: such DATE_TIME gold spans are not PHI.
-_NOT_PHI_DATE = re.compile(r"(?i)^(?:(?:in |the )?\d{4}s?|\d{2}s|(?:mon|tues|wednes|thurs|fri|satur|sun)day"
-                           r"(?: (?:morning|afternoon|evening|night))?)$")
+_NOT_PHI_DATE = re.compile(
+    r"(?i)^(?:(?:in |the )?\d{4}s?|\d{2}s|(?:mon|tues|wednes|thurs|fri|satur|sun)day"
+    r"(?: (?:morning|afternoon|evening|night))?)$"
+)
 
 
 def _docs_presidio(path: Path) -> Iterable[GoldDoc]:
@@ -70,7 +91,9 @@ def _docs_presidio(path: Path) -> Iterable[GoldDoc]:
             Span(s["start_position"], s["end_position"], PRESIDIO_LABELS[s["entity_type"]], "gold")
             for s in row["spans"]
             if s["entity_type"] in PRESIDIO_LABELS
-            and not (s["entity_type"] == "DATE_TIME" and _NOT_PHI_DATE.match(text[s["start_position"]:s["end_position"]]))
+            and not (
+                s["entity_type"] == "DATE_TIME" and _NOT_PHI_DATE.match(text[s["start_position"] : s["end_position"]])
+            )
         )
         yield GoldDoc(text, spans)
 
@@ -79,8 +102,11 @@ def _docs_eds(path: Path) -> Iterable[GoldDoc]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            spans = tuple(Span(e["start"], e["end"], EDS_LABELS[e["label"]], "gold")
-                          for e in row["entities"] if e["label"] in EDS_LABELS)
+            spans = tuple(
+                Span(e["start"], e["end"], EDS_LABELS[e["label"]], "gold")
+                for e in row["entities"]
+                if e["label"] in EDS_LABELS
+            )
             yield GoldDoc(row["note_text"], spans)
 
 
@@ -130,11 +156,17 @@ def score(docs: list[GoldDoc], detect: Callable[[str], list[Span]]) -> dict:
             precision = c[f"{mode}_correct"] / c["predicted"] if c["predicted"] else None
             recall = c[f"{mode}_found"] / c["gold"] if c["gold"] else None
             row[mode] = {
-                "precision": precision, "recall": recall,
+                "precision": precision,
+                "recall": recall,
                 "f1": _f(precision, recall, 1) if precision is not None and recall is not None else None,
                 "f2": _f(precision, recall, 2) if precision is not None and recall is not None else None,
             }
         per_type[kind] = row
     total_gold = sum(c["gold"] for c in counts.values())
-    return {"documents": len(docs), "gold_spans": total_gold, "per_type": per_type,
-            "leak_recall": covered / total_gold if total_gold else None, "missed_spans": leaks}
+    return {
+        "documents": len(docs),
+        "gold_spans": total_gold,
+        "per_type": per_type,
+        "leak_recall": covered / total_gold if total_gold else None,
+        "missed_spans": leaks,
+    }

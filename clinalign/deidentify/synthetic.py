@@ -16,10 +16,29 @@ from pathlib import Path
 
 # Slot -> the PHI type it carries (as the detector names it).
 SLOT_TYPES = {
-    "NAME": "NAME", "FIRST": "NAME", "LAST": "NAME", "WORDNAME": "NAME", "DATE": "DATE", "AGE": "AGE",
-    "PHONE": "PHONE", "FAX": "FAX", "EMAIL": "EMAIL", "SSN": "SSN", "MRN": "MRN", "PLAN": "HEALTH_PLAN",
-    "ACCOUNT": "ACCOUNT", "LICENSE": "LICENSE", "VIN": "VEHICLE", "PLATE": "VEHICLE", "DEVICE": "DEVICE",
-    "URL": "URL", "IP": "IP", "STREET": "LOCATION", "CITY": "LOCATION", "ZIP": "ZIP", "HOSPITAL": "LOCATION",
+    "NAME": "NAME",
+    "FIRST": "NAME",
+    "LAST": "NAME",
+    "WORDNAME": "NAME",
+    "DATE": "DATE",
+    "AGE": "AGE",
+    "PHONE": "PHONE",
+    "FAX": "FAX",
+    "EMAIL": "EMAIL",
+    "SSN": "SSN",
+    "MRN": "MRN",
+    "PLAN": "HEALTH_PLAN",
+    "ACCOUNT": "ACCOUNT",
+    "LICENSE": "LICENSE",
+    "VIN": "VEHICLE",
+    "PLATE": "VEHICLE",
+    "DEVICE": "DEVICE",
+    "URL": "URL",
+    "IP": "IP",
+    "STREET": "LOCATION",
+    "CITY": "LOCATION",
+    "ZIP": "ZIP",
+    "HOSPITAL": "LOCATION",
     "BIOMETRIC": "BIOMETRIC",
 }
 
@@ -38,11 +57,9 @@ TEMPLATES = [
     "Nursing note: {WORDNAME} {LAST} ambulated twice with assistance. Son called from {PHONE} asking about "
     "discharge on {DATE}.",
     "Telehealth visit with {NAME} from IP {IP}. Patient portal: {URL}. Email follow-up to {EMAIL}.",
-    "Accident report: patient {NAME} was the driver of vehicle VIN {VIN}, plate {PLATE}. Seen at {HOSPITAL} on "
-    "{DATE}.",
+    "Accident report: patient {NAME} was the driver of vehicle VIN {VIN}, plate {PLATE}. Seen at {HOSPITAL} on {DATE}.",
     "MRN:\n{MRN}\nName: {NAME}\nDate of service: {DATE}\nChief complaint: headache for three days, no fever.",
-    "Ms. {LAST}, aged {AGE}, presents with confusion. Lives at {STREET} with her husband {FIRST}. Contact "
-    "{EMAIL}.",
+    "Ms. {LAST}, aged {AGE}, presents with confusion. Lives at {STREET} with her husband {FIRST}. Contact {EMAIL}.",
     "Prescriber licence number {LICENSE}. Prescription for amoxicillin 500 mg three times daily for seven days, "
     "patient {NAME}.",
     "Biometric enrolment: fingerprint ID {BIOMETRIC} recorded for {NAME} at {HOSPITAL}.",
@@ -56,8 +73,20 @@ TEMPLATES = [
     "Home visit at {STREET}, {CITY}, TX {ZIP}. {NAME} reports falls. Medicare beneficiary number {PLAN}.",
 ]
 
-_DATE_FORMATS = ["%m/%d/%Y", "%Y-%m-%d", "%B %d, %Y", "%d %B %Y", "%b %d, %Y", "%m/%d/%y", "%d.%m.%Y",
-                 "%B %d", "%b. %d", "%d %b %Y", "%-m/%-d/%Y", "%B %Y"]
+_DATE_FORMATS = [
+    "%m/%d/%Y",
+    "%Y-%m-%d",
+    "%B %d, %Y",
+    "%d %B %Y",
+    "%b %d, %Y",
+    "%m/%d/%y",
+    "%d.%m.%Y",
+    "%B %d",
+    "%b. %d",
+    "%d %b %Y",
+    "%-m/%-d/%Y",
+    "%B %Y",
+]
 _WORD_NAMES = ["Grace", "Hope", "Will", "Faith", "Joy", "Rose", "Bill", "Mark", "April", "June", "Dawn", "Summer"]
 _STATES = ["MA", "NY", "CA", "TX", "OH", "WA", "FL"]
 _SLOT = re.compile(r"\{([A-Z_]+)\}")
@@ -81,11 +110,20 @@ def _value(slot: str, fake, rng: random.Random) -> str:
     if slot == "CITY_STATE":
         return rng.choice(_STATES)
     values = {
-        "EMAIL": fake.email, "SSN": fake.ssn, "MRN": lambda: fake.numerify("########"),
-        "PLAN": lambda: fake.bothify("???#########").upper(), "ACCOUNT": lambda: fake.numerify("##########"),
-        "LICENSE": lambda: fake.bothify("??#######").upper(), "VIN": fake.vin, "PLATE": fake.license_plate,
-        "DEVICE": lambda: fake.bothify("SN-#####-??").upper(), "URL": lambda: fake.url() + fake.uri_path(),
-        "IP": fake.ipv4, "STREET": fake.street_address, "CITY": fake.city, "ZIP": fake.zipcode,
+        "EMAIL": fake.email,
+        "SSN": fake.ssn,
+        "MRN": lambda: fake.numerify("########"),
+        "PLAN": lambda: fake.bothify("???#########").upper(),
+        "ACCOUNT": lambda: fake.numerify("##########"),
+        "LICENSE": lambda: fake.bothify("??#######").upper(),
+        "VIN": fake.vin,
+        "PLATE": fake.license_plate,
+        "DEVICE": lambda: fake.bothify("SN-#####-??").upper(),
+        "URL": lambda: fake.url() + fake.uri_path(),
+        "IP": fake.ipv4,
+        "STREET": fake.street_address,
+        "CITY": fake.city,
+        "ZIP": fake.zipcode,
         "HOSPITAL": lambda: f"{fake.last_name()} Memorial Hospital",
         "BIOMETRIC": lambda: fake.bothify("FP-########"),
     }
@@ -97,7 +135,7 @@ def note(template: str, fake, rng: random.Random) -> dict:
     parts, spans, position = [], [], 0
     cursor = 0
     for match in _SLOT.finditer(template):
-        literal = template[cursor:match.start()]
+        literal = template[cursor : match.start()]
         parts.append(literal)
         position += len(literal)
         slot = match.group(1)
@@ -111,7 +149,7 @@ def note(template: str, fake, rng: random.Random) -> dict:
     text = "".join(parts)
     merged: list[dict] = []
     for span in spans:  # "{FIRST} {LAST}" is one person: one span, as an annotator would mark it
-        if merged and span["type"] == merged[-1]["type"] == "NAME" and text[merged[-1]["end"]:span["start"]] == " ":
+        if merged and span["type"] == merged[-1]["type"] == "NAME" and text[merged[-1]["end"] : span["start"]] == " ":
             merged[-1]["end"] = span["end"]
         else:
             merged.append(span)

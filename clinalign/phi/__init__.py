@@ -54,8 +54,22 @@ class Span:
 
 
 # On equal spans a label beats a shape ("account 0620856156" is an account, though shaped like a phone).
-_LABELLED = {"mrn", "plan", "account", "license", "plate", "device", "biometric", "ssn_labelled", "fax",
-             "phone_labelled", "zip_labelled", "age_labelled", "date_cued", "street_cued"}
+_LABELLED = {
+    "mrn",
+    "plan",
+    "account",
+    "license",
+    "plate",
+    "device",
+    "biometric",
+    "ssn_labelled",
+    "fax",
+    "phone_labelled",
+    "zip_labelled",
+    "age_labelled",
+    "date_cued",
+    "street_cued",
+}
 
 
 def _resolve(spans: list[Span]) -> list[Span]:

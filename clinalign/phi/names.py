@@ -21,11 +21,64 @@ from clinalign.phi import Span
 
 # Latin-script locales: enough coverage for US, UK, European and Latin American names.
 GAZETTEER_LOCALES = (
-    "en_US", "en_GB", "en_IE", "en_CA", "en_AU", "en_NZ", "en_IN", "en_NG", "en_KE", "en_PK", "en_TH", "es_ES",
-    "es_MX", "es_CO", "es_AR", "es_CL", "es_CA", "fr_FR", "fr_CA", "fr_CH", "fr_BE", "fr_DZ", "fr_QC", "de_DE",
-    "de_AT", "de_CH", "it_IT", "pt_BR", "pt_PT", "nl_NL", "nl_BE", "pl_PL", "sv_SE", "da_DK", "no_NO", "fi_FI",
-    "is_IS", "et_EE", "lv_LV", "lt_LT", "cs_CZ", "sk_SK", "sl_SI", "hr_HR", "hu_HU", "ro_RO", "tr_TR", "az_AZ",
-    "id_ID", "ga_IE", "sw", "yo_NG", "zu_ZA", "tw_GH", "ha_NG", "ig_NG", "fil_PH", "vi_VN",
+    "en_US",
+    "en_GB",
+    "en_IE",
+    "en_CA",
+    "en_AU",
+    "en_NZ",
+    "en_IN",
+    "en_NG",
+    "en_KE",
+    "en_PK",
+    "en_TH",
+    "es_ES",
+    "es_MX",
+    "es_CO",
+    "es_AR",
+    "es_CL",
+    "es_CA",
+    "fr_FR",
+    "fr_CA",
+    "fr_CH",
+    "fr_BE",
+    "fr_DZ",
+    "fr_QC",
+    "de_DE",
+    "de_AT",
+    "de_CH",
+    "it_IT",
+    "pt_BR",
+    "pt_PT",
+    "nl_NL",
+    "nl_BE",
+    "pl_PL",
+    "sv_SE",
+    "da_DK",
+    "no_NO",
+    "fi_FI",
+    "is_IS",
+    "et_EE",
+    "lv_LV",
+    "lt_LT",
+    "cs_CZ",
+    "sk_SK",
+    "sl_SI",
+    "hr_HR",
+    "hu_HU",
+    "ro_RO",
+    "tr_TR",
+    "az_AZ",
+    "id_ID",
+    "ga_IE",
+    "sw",
+    "yo_NG",
+    "zu_ZA",
+    "tw_GH",
+    "ha_NG",
+    "ig_NG",
+    "fil_PH",
+    "vi_VN",
 )
 # How many of the most frequent English words count as common (ambiguous when also a name).
 COMMON_WORDS = 5000
@@ -110,8 +163,32 @@ _CUES = {
     "sœur",
 }
 # Words that follow cues in forms and are never names ("Member ID", "Patient MRN", "Dr. Smith MD").
-_LABEL_WORDS = {"id", "mrn", "dob", "ssn", "no", "number", "md", "phd", "rn", "np", "pa", "do", "dds", "ipp", "nda",
-                "age", "sex", "tel", "fax", "email", "name", "date", "room", "bed"}
+_LABEL_WORDS = {
+    "id",
+    "mrn",
+    "dob",
+    "ssn",
+    "no",
+    "number",
+    "md",
+    "phd",
+    "rn",
+    "np",
+    "pa",
+    "do",
+    "dds",
+    "ipp",
+    "nda",
+    "age",
+    "sex",
+    "tel",
+    "fax",
+    "email",
+    "name",
+    "date",
+    "room",
+    "bed",
+}
 _EPONYM_NEXT = {
     "disease",
     "syndrome",
@@ -153,15 +230,39 @@ _EPONYM_NEXT = {
     "cell",
     "cells",
     "maladie",
-    "syndrome",
-    "test",
     "signe",
 }
 
 
 # Lower-case words inside a name ("Willemine ten Pas", "Ludwig van Beethoven", "María de la Cruz").
-_PARTICLES = {"van", "von", "de", "der", "den", "ten", "ter", "la", "le", "di", "da", "del", "du", "dos", "das", "bin",
-              "ibn", "al", "el", "y", "zu", "van der", "van den", "de la", "de los", "von der"}
+_PARTICLES = {
+    "van",
+    "von",
+    "de",
+    "der",
+    "den",
+    "ten",
+    "ter",
+    "la",
+    "le",
+    "di",
+    "da",
+    "del",
+    "du",
+    "dos",
+    "das",
+    "bin",
+    "ibn",
+    "al",
+    "el",
+    "y",
+    "zu",
+    "van der",
+    "van den",
+    "de la",
+    "de los",
+    "von der",
+}
 
 
 @cache
@@ -297,7 +398,7 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
         end = start + len(words[i] if shapes[i] != "initial" else token) - (2 if possessive else 0)
         if any(a < end and start < b for a, b in blocked):
             continue
-        between = text[spans[-1].end:start] if spans else ""
+        between = text[spans[-1].end : start] if spans else ""
         if spans and "\n" not in between and (between.strip(" ") == "" or between.strip().lower() in _PARTICLES):
             spans[-1] = Span(spans[-1].start, end, "NAME", "name")  # one span per person: "Willemine ten Pas"
         else:

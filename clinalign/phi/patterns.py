@@ -67,8 +67,13 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         1,
     ),
     ("FAX", "fax", r"(?i:\bfax)\s*(?:number|no\.?|#)?\s*[:#]?\s*(\+?[\d(][\d\s().-]{7,18}\d)", 1),
-    ("PHONE", "phone_nanp", r"(?<![\w/.-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}"
-                            r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])", 0),
+    (
+        "PHONE",
+        "phone_nanp",
+        r"(?<![\w/.-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}"
+        r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])",
+        0,
+    ),
     ("PHONE", "phone_grouped", r"(?<![\w.,/-])(?:\(\d{2,4}\)|\d{2,4})(?:[\s.-]\d{2,4}){2,4}(?![\w.,/-])", 0),
     ("PHONE", "phone_intl", r"(?<![\w/])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}\d(?!\w)", 0),
     ("PHONE", "phone_fr", r"(?<![\w/])0[1-9](?:[\s.-]?\d{2}){4}(?!\w)", 0),
@@ -110,8 +115,13 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         1,
     ),
     ("VEHICLE", "vin", r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b", 0),
-    ("VEHICLE", "plate", r"(?i:\b(?:plate|registration|immatriculation))\s*(?i:number|no\.?|#)?\s*[:#]?\s*"
-                         r"((?=[A-Z0-9 -]*\d)[A-Z0-9]{1,4}[ -]?[A-Z0-9]{1,4}(?:[ -][A-Z0-9]{1,4})?)\b", 1),
+    (
+        "VEHICLE",
+        "plate",
+        r"(?i:\b(?:plate|registration|immatriculation))\s*(?i:number|no\.?|#)?\s*[:#]?\s*"
+        r"((?=[A-Z0-9 -]*\d)[A-Z0-9]{1,4}[ -]?[A-Z0-9]{1,4}(?:[ -][A-Z0-9]{1,4})?)\b",
+        1,
+    ),
     ("DEVICE", "device", _labelled(r"serial|S/N|SN|device|UDI|IMEI|pacemaker|implant|lot"), 1),
     (
         "BIOMETRIC",
@@ -157,9 +167,14 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         r"[A-ZÀ-Ý][\w'-]*(?:\s+[A-ZÀ-Ý][\w'-]*){0,4}",
         0,
     ),
-    ("LOCATION", "street_cued", r"(?i:\b(?:lives at|living at|resides at|address(?:\s*:)?|home at|visit at|moved to))\s+"
-                                r"(\d{1,6}\s+[A-Z][\w'.-]*(?:\s+[A-Z][\w'.-]*){0,3}"
-                                r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*[\w-]+)?)", 1),
+    (
+        "LOCATION",
+        "street_cued",
+        r"(?i:\b(?:lives at|living at|resides at|address(?:\s*:)?|home at|visit at|moved to))\s+"
+        r"(\d{1,6}\s+[A-Z][\w'.-]*(?:\s+[A-Z][\w'.-]*){0,3}"
+        r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*[\w-]+)?)",
+        1,
+    ),
     ("LOCATION", "po_box", r"(?i:\bP\.?\s?O\.?\s+Box\s+\d+)", 0),
     ("LOCATION", "city_state", rf"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+){{0,2}}(?=,\s*(?:{_US_STATES})\b)", 0),
     (
