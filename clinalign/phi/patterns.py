@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 
 from clinalign.phi import Span
 
@@ -40,8 +41,15 @@ _STREET_TYPES = (
 )
 
 
-def _labelled(labels: str) -> str:
-    return rf"(?i:\b(?:{labels})){_NUMBER_LABEL}{_VALUE}"
+@dataclass(frozen=True)
+class _Label:
+    """An identifier found by its label: ``labels`` is the alternation of label words."""
+
+    labels: str
+
+
+def _labelled(labels: str) -> _Label:
+    return _Label(labels)
 
 
 # (type, rule, pattern, group holding the PHI: 0 = the whole match)
@@ -55,10 +63,10 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         r"(?:/[^\s]*[^\s.,;:!?])?",
         0,
     ),
-    ("IP", "ipv4", r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)", 0),
+    ("IP", "ipv4", r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\.?\d)", 0),
     ("IP", "ipv6", r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])", 0),
     ("DEVICE", "mac", r"\b(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}\b", 0),
-    ("SSN", "ssn", r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])", 0),
+    ("SSN", "ssn", r"\d(?<![\d-]\d)\d{2}-\d{2}-\d{4}(?![\d-])", 0),
     (
         "SSN",
         "ssn_labelled",
@@ -74,9 +82,14 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])",
         0,
     ),
-    ("PHONE", "phone_grouped", r"(?<![\w.,/-])(?:\(\d{2,4}\)|\d{2,4})(?:[\s.-]\d{2,4}){2,4}(?![\w.,/-])", 0),
+    (
+        "PHONE",
+        "phone_grouped",
+        r"(?:\((?<![\w.,/-]\()\d{2,4}\)|\d(?<![\w.,/-]\d)\d{1,3})(?:[\s.-]\d{2,4}){2,4}(?![\w.,/-])",
+        0,
+    ),
     ("PHONE", "phone_intl", r"(?<![\w/])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}\d(?!\w)", 0),
-    ("PHONE", "phone_fr", r"(?<![\w/])0[1-9](?:[\s.-]?\d{2}){4}(?!\w)", 0),
+    ("PHONE", "phone_fr", r"0(?<![\w/]0)[1-9](?:[\s.-]?\d{2}){4}(?!\w)", 0),
     (
         "PHONE",
         "phone_labelled",
@@ -104,7 +117,7 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
     ),
     ("ACCOUNT", "account", _labelled(r"account|acct|billing|invoice|claim|bank|routing|IBAN"), 1),
     ("ACCOUNT", "iban", r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){3,7}(?:\s?[A-Z0-9]{1,3})?\b", 0),
-    ("ACCOUNT", "card", r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])", 0),
+    ("ACCOUNT", "card", r"\d(?<![\d-]\d)[ -]?(?:\d[ -]?){11,17}\d(?![\d-])", 0),
     (
         "LICENSE",
         "license",
@@ -132,11 +145,11 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         ),
         1,
     ),
-    ("DATE", "date_numeric", rf"(?<![\d/.-]){_DAY}[/.-]{_DAY}[/.-](?:\d{{4}}|\d{{2}})(?![\d/-])", 0),
+    ("DATE", "date_numeric", r"\d(?<![\d/.-]\d)\d?[/.-]\d\d?[/.-](?:\d{4}|\d{2})(?![\d/-])", 0),
     (
         "DATE",
         "date_iso",
-        r"(?<![\d-])\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+        r"\d(?<![\d-]\d)\d{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
         r"(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?(?!\d)",
         0,
     ),
@@ -207,7 +220,7 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
     ),
     ("ZIP", "zip_state", rf"\b(?:{_US_STATES})\s+(\d{{5}}(?:-\d{{4}})?)\b", 1),
     ("ZIP", "zip_labelled", r"(?i:\b(?:zip|zip code|postal code|code postal|CP)\s*:?\s*)(\d{5}(?:-\d{4})?)\b", 1),
-    ("ZIP", "zip_fr", r"\b\d{5}(?=\s+[A-ZÀ-Ý][\w'-]+(?:\s+(?:Cedex|CEDEX))?\b)", 0),
+    ("ZIP", "zip_fr", r"\d(?<!\w\d)\d{4}\b(?=\s+[A-ZÀ-Ý][\w'-]+(?:\s+(?:Cedex|CEDEX))?\b)", 0),
 ]
 
 
@@ -296,7 +309,20 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "zip_labelled": ("zip", "postal", "cp"),
 }
 
-_COMPILED = [(kind, rule, re.compile(pattern), group, _HINTS.get(rule)) for kind, rule, pattern, group in _DETECTORS]
+_COMPILED = [
+    (kind, rule, re.compile(pattern), group, _HINTS.get(rule))
+    for kind, rule, pattern, group in _DETECTORS
+    if isinstance(pattern, str)
+]
+# All labels in one pass over the lower-cased text (one scan instead of one per identifier type), then
+# the value is matched right where its label ends.
+_LABEL_KIND = {rule: kind for kind, rule, pattern, _ in _DETECTORS if isinstance(pattern, _Label)}
+_LABEL_SOURCE = "|".join(
+    rf"(?P<{rule}>\b(?:{pattern.labels.lower()}))" for _, rule, pattern, _ in _DETECTORS if isinstance(pattern, _Label)
+)
+_LABELS = re.compile(_LABEL_SOURCE)
+_LABELS_ANY_CASE = re.compile(_LABEL_SOURCE, re.IGNORECASE)  # for texts whose lower case changes length
+_AFTER_LABEL = re.compile(_NUMBER_LABEL + _VALUE)
 
 # Long digit runs that no rule above named: still unique identifying numbers (Safe Harbor R), unless
 # a unit follows (a measurement) or they are a plain year.
@@ -316,6 +342,9 @@ def _valid(kind: str, rule: str, value: str) -> bool:
         except ValueError:
             return False
         return True
+    if rule == "date_numeric":  # day and month in range, either order (US and European)
+        first, second = (int(part) for part in re.split(r"[/.-]", value)[:2])
+        return 1 <= first <= 31 and 1 <= second <= 31 and min(first, second) <= 12
     if rule == "phone_grouped":  # 9 to 13 digits in groups: a number too long to be a measurement
         return 9 <= sum(c.isdigit() for c in value) <= 13
     if rule == "card":
@@ -333,8 +362,17 @@ def _valid(kind: str, rule: str, value: str) -> bool:
 def find(text: str) -> list[Span]:
     spans = []
     lowered = text.lower()
+    same_length = len(lowered) == len(text)
+    for label in _LABELS.finditer(lowered) if same_length else _LABELS_ANY_CASE.finditer(text):
+        value = _AFTER_LABEL.match(text, label.end())
+        if value and value.end(1) > value.start(1):
+            kind, rule = _LABEL_KIND[label.lastgroup], label.lastgroup
+            if _valid(kind, rule, value.group(1)):
+                spans.append(Span(value.start(1), value.end(1), kind, rule))
+    if not same_length:
+        lowered = text  # hints below are then only a cheaper, case-sensitive test; run every pattern
     for kind, rule, pattern, group, hints in _COMPILED:
-        if hints is not None and not any(h in lowered for h in hints):
+        if hints is not None and same_length and not any(h in lowered for h in hints):
             continue
         for match in pattern.finditer(text):
             start, end = match.span(group)
