@@ -22,15 +22,43 @@ from clinalign.deidentify.synthetic import generate
 GROUPS = {
     "names": {"NAME"},
     "dates": {"DATE", "AGE"},
-    "identifiers": {"PHONE", "EMAIL", "SSN", "MRN", "HEALTH_PLAN", "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL",
-                    "IP", "BIOMETRIC", "ID"},
+    "identifiers": {
+        "PHONE",
+        "EMAIL",
+        "SSN",
+        "MRN",
+        "HEALTH_PLAN",
+        "ACCOUNT",
+        "LICENSE",
+        "VEHICLE",
+        "DEVICE",
+        "URL",
+        "IP",
+        "BIOMETRIC",
+        "ID",
+    },
     "locations": {"LOCATION"},
 }
 PRESIDIO_TYPES = {
-    "PERSON": "NAME", "DATE_TIME": "DATE", "PHONE_NUMBER": "PHONE", "EMAIL_ADDRESS": "EMAIL", "US_SSN": "SSN",
-    "US_ITIN": "SSN", "CREDIT_CARD": "ACCOUNT", "IBAN_CODE": "ACCOUNT", "US_BANK_NUMBER": "ACCOUNT", "IP_ADDRESS": "IP",
-    "URL": "URL", "US_DRIVER_LICENSE": "LICENSE", "MEDICAL_LICENSE": "LICENSE", "US_PASSPORT": "LICENSE",
-    "NHS": "MRN", "LOCATION": "LOCATION", "MAC_ADDRESS": "DEVICE", "UUID": "ID", "CRYPTO": "ACCOUNT",
+    "PERSON": "NAME",
+    "DATE_TIME": "DATE",
+    "PHONE_NUMBER": "PHONE",
+    "EMAIL_ADDRESS": "EMAIL",
+    "US_SSN": "SSN",
+    "US_ITIN": "SSN",
+    "CREDIT_CARD": "ACCOUNT",
+    "IBAN_CODE": "ACCOUNT",
+    "US_BANK_NUMBER": "ACCOUNT",
+    "IP_ADDRESS": "IP",
+    "URL": "URL",
+    "US_DRIVER_LICENSE": "LICENSE",
+    "MEDICAL_LICENSE": "LICENSE",
+    "US_PASSPORT": "LICENSE",
+    "NHS": "MRN",
+    "LOCATION": "LOCATION",
+    "MAC_ADDRESS": "DEVICE",
+    "UUID": "ID",
+    "CRYPTO": "ACCOUNT",
 }
 
 
@@ -65,8 +93,11 @@ def presidio_detector():
     analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
     def detect(text: str) -> list[phi.Span]:
-        return [phi.Span(r.start, r.end, PRESIDIO_TYPES[r.entity_type], "presidio")
-                for r in analyzer.analyze(text=text, language="en") if r.entity_type in PRESIDIO_TYPES]
+        return [
+            phi.Span(r.start, r.end, PRESIDIO_TYPES[r.entity_type], "presidio")
+            for r in analyzer.analyze(text=text, language="en")
+            if r.entity_type in PRESIDIO_TYPES
+        ]
 
     return detect
 
@@ -97,15 +128,19 @@ def main() -> None:
     args = parser.parse_args()
     docs = corpus(args.notes, 500)
     chars = sum(len(d.text) for d in docs)
-    print(f"corpus: {len(docs)} notes, {chars / len(docs):.0f} characters each on average, "
-          f"{sum(len(d.spans) for d in docs)} PHI spans")
+    print(
+        f"corpus: {len(docs)} notes, {chars / len(docs):.0f} characters each on average, "
+        f"{sum(len(d.spans) for d in docs)} PHI spans"
+    )
     phi.find("warm up: Dr. Smith")
     ours, ours_s = timed(docs, phi.find)
     presidio = presidio_detector()
     presidio("warm up")
     theirs, theirs_s = timed(docs, presidio)
-    print(f"\n{'':12} {'notes/s':>9} {'recall names':>13} {'dates':>7} {'identifiers':>12} {'locations':>10} "
-          f"{'precision (all)':>16}")
+    print(
+        f"\n{'':12} {'notes/s':>9} {'recall names':>13} {'dates':>7} {'identifiers':>12} {'locations':>10} "
+        f"{'precision (all)':>16}"
+    )
     for name, figures, seconds in (("clinalign", ours, ours_s), ("presidio", theirs, theirs_s)):
         groups = group_figures(figures)
         predicted = sum(r["predicted"] for r in figures["per_type"].values())
@@ -114,8 +149,10 @@ def main() -> None:
         def f(v):
             return "   -" if v is None else f"{v:.3f}"
 
-        print(f"{name:12} {len(docs) / seconds:9.0f} {f(groups['names'][0]):>13} {f(groups['dates'][0]):>7} "
-              f"{f(groups['identifiers'][0]):>12} {f(groups['locations'][0]):>10} {f(correct / predicted):>16}")
+        print(
+            f"{name:12} {len(docs) / seconds:9.0f} {f(groups['names'][0]):>13} {f(groups['dates'][0]):>7} "
+            f"{f(groups['identifiers'][0]):>12} {f(groups['locations'][0]):>10} {f(correct / predicted):>16}"
+        )
     print(f"\nthroughput ratio clinalign / presidio: {theirs_s / ours_s:.1f}x")
     print("\ncost per character (clinalign), growing note length and corpus size:")
     for n_notes, length in ((200, 500), (200, 2000), (200, 8000), (400, 2000), (800, 2000)):

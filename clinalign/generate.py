@@ -2,6 +2,9 @@
 
 Reads: ``Prompt`` rows of one dataset version (artifact ``prompt_set``); a model (artifact or folder).
 Writes: ``Candidate`` rows; artifact ``candidates``.
+
+Every prompt sent to the model and every answer stored (bound for raters and training) passes the
+residual PHI scan (``phi.scrub``); what it finds is tagged and counted in the run's figures.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from clinalign import lm, progress
+from clinalign import lm, phi, progress
 from clinalign.audit import RunContext, canonical_json, model_artifact, record_event, require_artifact, sha256_text
 from clinalign.settings import StageConfig
 from clinalign.store import Candidate, prompts
@@ -47,12 +50,18 @@ def run(ctx: RunContext, config: Config) -> dict:
         items = [p for split in config.splits for p in prompts(session, prompt_set.sha256, split)]
     loaded = lm.load(model_path)
     rows: list[Candidate] = []
+    residual = {"prompts": 0, "answers": 0}  # the residual PHI scan, on what goes into and out of the model
     with progress.task("generate", len(items)) as advance:
         for start in range(0, len(items), config.batch_size):
             batch = items[start : start + config.batch_size]
+            texts_in = []
+            for p in batch:
+                text, hits = phi.scrub(p.text)
+                texts_in.append(text)
+                residual["prompts"] += hits
             answers = lm.sample(
                 loaded,
-                [p.text for p in batch],
+                texts_in,
                 config.n_candidates,
                 config.max_new_tokens,
                 config.temperature,
@@ -60,10 +69,12 @@ def run(ctx: RunContext, config: Config) -> dict:
                 config.seed + start,
             )
             for prompt, texts in zip(batch, answers, strict=True):
-                rows.extend(
-                    Candidate(prompt_id=prompt.id, model_artifact_id=model_art.id, text=t, run_id=ctx.run_id)
-                    for t in texts
-                )
+                for answer in texts:
+                    text, hits = phi.scrub(answer)
+                    residual["answers"] += hits
+                    rows.append(
+                        Candidate(prompt_id=prompt.id, model_artifact_id=model_art.id, text=text, run_id=ctx.run_id)
+                    )
             advance(len(batch))
     with ctx.store.session() as session:
         session.add_all(rows)
@@ -79,5 +90,5 @@ def run(ctx: RunContext, config: Config) -> dict:
         record_event(session, "system", "generate", f"run:{ctx.run_id}", {"candidates": len(rows)})
     empty = sum(1 for c in rows if not c.text)
     log.info("generated %d candidates for %d prompts (%d empty)", len(rows), len(items), empty)
-    ctx.metrics.update(candidates=len(rows), prompts=len(items), empty=empty)
+    ctx.metrics.update(candidates=len(rows), prompts=len(items), empty=empty, residual_phi=residual)
     return ctx.metrics

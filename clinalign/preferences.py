@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from sqlalchemy import select
 
+from clinalign import phi
 from clinalign.audit import RunContext, record_event, require_artifact
 from clinalign.schemas import AXES
 from clinalign.settings import StageConfig
@@ -134,7 +135,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         prompt = prompts[task.prompt_id]
         rows[prompt.split].append(
             {
-                "prompt": _message("user", prompt.text),
+                "prompt": _message("user", phi.scrub(prompt.text)[0]),
                 "chosen": _message("assistant", chosen.text),
                 "rejected": _message("assistant", rejected.text),
                 "margin": margin,

@@ -3,7 +3,7 @@
 Reads: text.  Writes: nothing (pure functions returning ``Span``s, like ``guardrails``).
 
 Used by ``deidentify`` to remove PHI, and by every stage that sends text to a person or a model as a
-residual scan (``residual``). Two detectors, both linear in text length:
+residual scan (``scrub``). Two detectors, both linear in text length:
 
 * ``patterns``: compiled regular expressions for dates, ages over 89, contact details, record,
   plan, account, licence, vehicle, device and biometric identifiers, addresses, ZIP codes, URLs and IPs;
@@ -96,6 +96,18 @@ def find(text: str) -> list[Span]:
     return _resolve(found)
 
 
-def residual(text: str) -> list[Span]:
-    """PHI left in text that was already de-identified: typed tags like ``[NAME]`` are not PHI."""
-    return [s for s in find(text) if not text[s.start : s.end].startswith("[")]
+def merge(*groups: list[Span]) -> list[Span]:
+    """Spans from several detectors, overlaps resolved."""
+    return _resolve([s for group in groups for s in group])
+
+
+def scrub(text: str) -> tuple[str, int]:
+    """The residual scan: re-check text bound for a person or a model, and tag anything found.
+
+    De-identified text comes back unchanged; a hit means something slipped through (or a model
+    produced something shaped like PHI), and it is removed before anyone sees it.
+    """
+    spans = find(text)
+    for span in reversed(spans):
+        text = text[: span.start] + f"[{span.type}]" + text[span.end :]
+    return text, len(spans)

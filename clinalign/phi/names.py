@@ -81,7 +81,12 @@ GAZETTEER_LOCALES = (
     "vi_VN",
 )
 # How many of the most frequent English words count as common (ambiguous when also a name).
-COMMON_WORDS = 5000
+COMMON_WORDS = 30000
+# Next to a name, a capitalised word is part of it unless it is among the commonest English words
+# (O'Neil and Tolkien are in the 30,000 most frequent words; "Then" and "Ward" are far higher).
+NEIGHBOUR_RANK = 5000
+# A first name opening a sentence is a name unless it is among the commonest words ("Mark", "Will", "May").
+SENTENCE_START_RANK = 3000
 
 _TOKEN = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ'’-]*\.?")
 _TITLES = {
@@ -267,24 +272,33 @@ _PARTICLES = {
 
 @cache
 def _gazetteer() -> frozenset[str]:
+    return _first_names() | _last_names()
+
+
+@cache
+def _first_names() -> frozenset[str]:
+    return _names(("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"))
+
+
+@cache
+def _last_names() -> frozenset[str]:
+    return _names(("last_names",))
+
+
+def _names(attributes: tuple[str, ...]) -> frozenset[str]:
     names: set[str] = set()
     for locale in GAZETTEER_LOCALES:
         try:
             provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
         except ModuleNotFoundError:
             continue
-        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary", "last_names"):
+        for attr in attributes:
             values = getattr(provider, attr, ())
             if isinstance(values, dict):
                 values = values.keys()
             if isinstance(values, (list, tuple, type({}.keys()))):  # some locales compute names in properties
                 names.update(v.lower() for v in values if isinstance(v, str) and len(v) > 1)
     return frozenset(names)
-
-
-# Common words ranked below this open sentences too often to be taken for names there ("Mark", "White");
-# rarer ones ("Grace", "Rose") are names even at the start of a sentence.
-SENTENCE_START_RANK = 1000
 
 
 @cache
@@ -351,11 +365,14 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
         if cued and (shapes[i] != "initial" or tokens[i][2].endswith(".")):
             marks[i] = strong[i] = not (shouting and keys[i] in rank and not known(i))
         elif shapes[i] != "initial" and known(i):
-            common_rank = rank.get(keys[i])
-            if common_rank is None:
-                marks[i] = not (shouting and len(words[i]) < 3)
-            elif not shouting and (not sentence_start(i) or common_rank >= SENTENCE_START_RANK):
-                marks[i] = True
+            if shapes[i] == "caps" and len(words[i]) < 3:
+                continue  # US, OK, MD: two capitals are an abbreviation far more often than a name
+            if keys[i] not in rank:
+                marks[i] = not shouting
+            elif not shouting and not sentence_start(i):
+                marks[i] = True  # a common word that is also a name, capitalised mid-sentence
+            elif not shouting and keys[i] in _first_names() and rank[keys[i]] >= SENTENCE_START_RANK:
+                marks[i] = True  # "Maria called back": a first name, and no everyday word, opens the sentence
     # Neighbours: a capitalised word, a surname in capitals or an initial next to a name is part of it.
     changed = True
     while changed:
@@ -378,7 +395,7 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
                     and gap(i if left else i + 1) == " "
                 )
             else:
-                ok = keys[i] not in rank or known(i)
+                ok = known(i) or rank.get(keys[i], COMMON_WORDS) >= NEIGHBOUR_RANK
             if ok:
                 marks[i] = strong[i] = changed = True
     # A name confirmed once is a name wherever it appears capitalised in the same text.

@@ -11,6 +11,7 @@ import logging
 
 from pydantic import Field
 
+from clinalign import phi
 from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
 from clinalign.settings import StageConfig
 from clinalign.store import prompts
@@ -58,14 +59,22 @@ def run(ctx: RunContext, config: Config) -> dict:
         train = prompts(session, prompt_set.sha256, "train")
         base_path = model_artifact(session, ctx, config.base, ("model",))[1] if config.base else None
     rows = []
+    residual = 0  # the residual PHI scan on everything the model will learn from
     for p in train:
         answers = [p.reference] if p.reference else []
         if config.include_variants:
             answers += [v["text"] for v in p.variants]
-        rows += [
-            {"prompt": [{"role": "user", "content": p.text}], "completion": [{"role": "assistant", "content": a}]}
-            for a in answers
-        ]
+        prompt, hits = phi.scrub(p.text)
+        residual += hits
+        for answer in answers:
+            completion, hits = phi.scrub(answer)
+            residual += hits
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "completion": [{"role": "assistant", "content": completion}],
+                }
+            )
     if base_path is None:
         corpus = [p.text for p in train] + [r["completion"][0]["content"] for r in rows]
         base_path = str(build_scratch(corpus, config.scratch, ctx.out_dir / "scratch"))
@@ -77,7 +86,12 @@ def run(ctx: RunContext, config: Config) -> dict:
     curve = common.losses(trainer.state.log_history)
     folder = ctx.out_dir / "model"
     common.save(trainer, tokenizer, folder, trainer.state.log_history)
-    metrics = {"examples": len(rows), "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"]}
+    metrics = {
+        "examples": len(rows),
+        "residual_phi": residual,
+        "first_loss": curve[0]["loss"],
+        "final_loss": curve[-1]["loss"],
+    }
     with ctx.store.session() as session:
         art = ctx.produce_path(
             session, "model", folder, {"algo": "sft", "from_scratch": config.base is None, **metrics}
