@@ -72,6 +72,14 @@ _LABELLED = {
 }
 
 
+def claimed(text: str, spans: list[Span]) -> bytearray:
+    """A per-character mask of what ``spans`` cover: overlap tests in time linear in the text."""
+    mask = bytearray(len(text))
+    for span in spans:
+        mask[span.start : span.end] = b"\x01" * (span.end - span.start)
+    return mask
+
+
 def _resolve(spans: list[Span]) -> list[Span]:
     """Drop spans inside or overlapping an earlier, longer one (a date inside an address, say)."""
     kept: list[Span] = []
@@ -91,8 +99,7 @@ def find(text: str) -> list[Span]:
     if len(text) > MAX_CHARS:
         raise ValueError(f"text of {len(text)} characters is over the {MAX_CHARS} limit")
     found = patterns.find(text)
-    taken = [(s.start, s.end) for s in found]
-    found += names.find(text, taken)
+    found += names.find(text, claimed(text, found))
     return _resolve(found)
 
 

@@ -324,8 +324,8 @@ def _shape(word: str) -> str | None:
     return "title" if any(c.islower() for c in word) else None
 
 
-def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
-    """Name spans in ``text``, skipping characters already claimed by another detector."""
+def find(text: str, taken: bytearray | None = None) -> list[Span]:
+    """Name spans in ``text``, skipping characters already claimed by another detector (``taken`` mask)."""
     gazetteer, rank = _gazetteer(), _rank()
     tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
     words = [t[2].rstrip(".") for t in tokens]
@@ -403,7 +403,6 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
     for i in range(n):
         if not marks[i] and shapes[i] in ("title", "caps") and keys[i] in confirmed:
             marks[i] = True
-    blocked = taken or []
     spans = []
     for i, (start, _end, token) in enumerate(tokens):
         if not marks[i]:
@@ -413,7 +412,7 @@ def find(text: str, taken: list[tuple[int, int]] | None = None) -> list[Span]:
         if following in _EPONYM_NEXT and (possessive or not strong[i]):
             continue  # Parkinson's disease, Bell palsy
         end = start + len(words[i] if shapes[i] != "initial" else token) - (2 if possessive else 0)
-        if any(a < end and start < b for a, b in blocked):
+        if taken is not None and any(taken[start:end]):
             continue
         between = text[spans[-1].end : start] if spans else ""
         if spans and "\n" not in between and (between.strip(" ") == "" or between.strip().lower() in _PARTICLES):

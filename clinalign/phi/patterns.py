@@ -20,7 +20,7 @@ _MONTHS = (
     r"|janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[uû]t|septembre|octobre|novembre|d[ée]cembre)"
 )
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])"
-_NUMBER_LABEL = r"\s*(?i:number|num\.?|no\.?|n[°º]|#|id|identifier)?\s*[:#]?\s*"
+_NUMBER_LABEL = r"\)?\s*(?i:number|num\.?|no\.?|n[°º]|#|id|identifier|est)?\)?\s*[:#]?\s*"
 _VALUE = r"([A-Z0-9][A-Z0-9\-/.]{3,24}[A-Z0-9])"
 
 _US_STATES = (
@@ -309,6 +309,23 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "zip_labelled": ("zip", "postal", "cp"),
 }
 
+# Digits typed one by one with spaces ("3 1 0 5 2 0 6 8"), as forms and OCR leave them: typed by what
+# they spell (a valid date, a French social security number, a phone number), else any identifier.
+_SPACED_DIGITS = re.compile(r"\d(?<![\w.,/-]\d)(?:[ -]{1,3}\d){5,16}(?![\w/-]|[.,]\d)")
+
+
+def _spaced_kind(digits: str) -> str:
+    if len(digits) == 8:
+        day, month = int(digits[:2]), int(digits[2:4])
+        if 1 <= day <= 31 and 1 <= month <= 12 and digits[4:6] in ("19", "20"):
+            return "DATE"
+    if len(digits) in (13, 15) and digits[0] in "12":
+        return "SSN"
+    if len(digits) == 10 and digits[0] == "0":
+        return "PHONE"
+    return "ID"
+
+
 _COMPILED = [
     (kind, rule, re.compile(pattern), group, _HINTS.get(rule))
     for kind, rule, pattern, group in _DETECTORS
@@ -378,9 +395,14 @@ def find(text: str) -> list[Span]:
             start, end = match.span(group)
             if start < end and _valid(kind, rule, match.group(group)):
                 spans.append(Span(start, end, kind, rule))
-    taken = sorted((s.start, s.end) for s in spans)
+    for match in _SPACED_DIGITS.finditer(text):
+        digits = "".join(c for c in match.group() if c.isdigit())
+        spans.append(Span(match.start(), match.end(), _spaced_kind(digits), "spaced_digits"))
+    from clinalign.phi import claimed
+
+    taken = claimed(text, spans)
     for match in _OTHER_NUMBER.finditer(text):
         start, end = match.span()
-        if not any(a < end and start < b for a, b in taken) and not re.fullmatch(r"(19|20)\d\d", match.group()):
+        if not any(taken[start:end]) and not re.fullmatch(r"(19|20)\d\d", match.group()):
             spans.append(Span(start, end, "ID", "other_number"))
     return spans
