@@ -1,5 +1,8 @@
 """The whole loop on the bundled synthetic scenarios, in one command (``clinalign demo``).
 
+Reads: the bundled scenarios and MCQ set (through the stages).
+Writes: a workspace folder with its own SQLite store, every run's files and ``report.html``.
+
 A shell like the CLI (it calls stages; stages never call it): every stage runs exactly as its own
 command would, inside ``track_run``, on a fresh SQLite store in the demo's workspace folder, so
 the demo leaves a complete, auditable record that ``clinalign lineage`` and ``audit verify`` read.

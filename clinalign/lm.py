@@ -1,5 +1,7 @@
 """Causal language models: load from a folder or a cached hub id, sample answers, score answers.
 
+Reads: a model folder or cached hub id.  Writes: nothing (answers and scores are returned).
+
 Shared by ``generate`` and ``evaluate`` (and later ``serve``), so that every stage prompts a model
 the same way: the prompt is the user turn of the tokenizer's chat template.
 """

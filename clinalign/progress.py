@@ -1,5 +1,7 @@
 """Progress for long work: rich bars when a shell turned them on (``shown``), silence otherwise.
 
+Reads: nothing.  Writes: progress bars to the terminal's stderr, only inside ``shown``.
+
 Stages call ``track`` or ``task``; the CLI wraps a command in ``shown`` so bars go to the terminal's
 stderr. Library code never prints, and bars carry counts and stage names only, never record text.
 """

@@ -1,4 +1,7 @@
-"""What every trainer wrapper shares: TRL config assembly, progress, datasets, saving."""
+"""What every trainer wrapper shares: TRL config assembly, progress, datasets, saving.
+
+Reads: exported preference datasets (Parquet).  Writes: model folders with their log history.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@ chat template, and randomly initialised weights. ``train sft`` then teaches it t
 
 This is what lets the whole loop run offline on a laptop with no downloaded model; any Hugging Face
 model folder replaces it through ``train sft --set base=PATH``.
+
+Reads: the training texts.  Writes: a model folder (tokenizer, config, weights).
 """
 
 from __future__ import annotations
