@@ -330,10 +330,13 @@ def find(text: str, taken: bytearray | None = None) -> list[Span]:
     tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
     words = [t[2].rstrip(".") for t in tokens]
     keys = [w.lower().replace("’", "'") for w in words]
-    shapes = [_shape(w) if len(t[2]) > len(w) or len(w) > 1 else None for t, w in zip(tokens, words, strict=True)]
-    letters = sum(c.isalpha() for c in text)
+    shapes = [
+        _shape(w) if w[:1].isupper() and (len(t[2]) > len(w) or len(w) > 1) else None
+        for t, w in zip(tokens, words, strict=True)
+    ]
+    letters = sum(map(str.isalpha, text))
     # An all-capitals text (long enough to tell): there, case says nothing about names.
-    shouting = letters >= 30 and sum(c.isupper() for c in text) > 0.6 * letters
+    shouting = letters >= 30 and sum(map(str.isupper, text)) > 0.6 * letters
     n = len(tokens)
     marks = [False] * n
     strong = [False] * n  # evidence beyond the gazetteer: a title, a cue, a neighbour
