@@ -3,8 +3,11 @@
 Reads: ``Record`` (through the PHI gate ``store.deidentified_records``).
 Writes: ``Prompt`` rows under a content-hash ``dataset_version``; artifact ``prompt_set``.
 
-Duplicates are found exactly and after normalisation (Unicode NFKC, case, whitespace, punctuation);
-the first occurrence is kept. Near-duplicate search at scale (MinHash / embeddings) is issue #3.
+Duplicates are found exactly, after normalisation (Unicode NFKC, case, whitespace, punctuation), and
+as near-duplicates: MinHash signatures of character 5-gram shingles (robust on short texts) in a
+locality-sensitive hash index (``datasketch``; Broder 1997, Leskovec et al. "Mining of Massive
+Datasets" ch. 3), so the cost grows with the corpus, not with its square; a candidate counts when its
+estimated Jaccard similarity passes the threshold. The first occurrence is kept.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ class Config(StageConfig):
     seed: int = 13
     """Seed of the split shuffle."""
 
+    near_duplicate_threshold: float | None = 0.8
+    """Jaccard similarity of character 5-gram shingles above which a prompt is a near-duplicate of an earlier one
+    (re-sent messages with a word changed); ``null`` turns the search off."""
+
+    minhash_permutations: int = 128
+    """MinHash signature length: more is a finer Jaccard estimate, slower."""
+
 
 def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -64,11 +74,26 @@ def _quality_problem(record: Record, config: Config) -> str | None:
     return None
 
 
+def _minhash(text: str, permutations: int):
+    from datasketch import MinHash
+
+    shingles = {text[i : i + 5] for i in range(max(1, len(text) - 4))}
+    signature = MinHash(num_perm=permutations, seed=1)
+    signature.update_batch([s.encode("utf-8") for s in shingles])
+    return signature
+
+
 def select_records(records: list[Record], config: Config) -> tuple[list[Record], dict[str, int]]:
-    """Drop duplicates (exact, then normalised) and low-quality records; count each reason."""
+    """Drop duplicates (exact, normalised, near) and low-quality records; count each reason."""
     dropped: dict[str, int] = defaultdict(int)
     exact: set[str] = set()
     normal: set[str] = set()
+    index = None
+    signatures: dict = {}
+    if config.near_duplicate_threshold is not None:
+        from datasketch import MinHashLSH
+
+        index = MinHashLSH(threshold=config.near_duplicate_threshold, num_perm=config.minhash_permutations)
     kept = []
     for record in records:
         if record.prompt in exact:
@@ -80,6 +105,16 @@ def select_records(records: list[Record], config: Config) -> tuple[list[Record],
             dropped["normalised_duplicate"] += 1
             continue
         normal.add(key)
+        if index is not None:
+            signature = _minhash(key, config.minhash_permutations)
+            if any(
+                signature.jaccard(other) >= config.near_duplicate_threshold
+                for other in (signatures[c] for c in index.query(signature))
+            ):
+                dropped["near_duplicate"] += 1
+                continue
+            signatures[record.id] = signature
+            index.insert(record.id, signature)
         problem = _quality_problem(record, config)
         if problem:
             dropped[problem] += 1

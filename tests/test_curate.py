@@ -33,6 +33,20 @@ def test_exact_and_normalised_duplicates_and_quality_filters():
     assert normalise("Re: [NAME],  seen!") == "re [name] seen"
 
 
+def test_near_duplicates_are_found_without_comparing_all_pairs():
+    base = "I have crushing chest pain spreading to my left arm with sweating for 20 minutes. What should I do?"
+    records = [
+        rec(1, base),
+        rec(2, base.replace("20 minutes", "25 minutes")),  # one word changed
+        rec(3, base + " Please answer quickly."),  # a few words added
+        rec(4, "I have a fever and a stiff neck since yesterday and a rash on my legs. What should I do?"),
+    ]
+    kept, dropped = select_records(records, Config())
+    assert [r.id for r in kept] == [1, 4] and dropped == {"near_duplicate": 2}
+    kept, dropped = select_records(records, Config(near_duplicate_threshold=None))
+    assert len(kept) == 4 and dropped == {}
+
+
 def test_the_split_is_stratified_by_risk_and_reproducible():
     records = [
         rec(i, f"prompt {i}", risk) for i, risk in enumerate(["emergency"] * 10 + ["urgent"] * 5 + ["routine"] * 1)
