@@ -100,6 +100,8 @@ class Prompt(Base):
     text: Mapped[str] = mapped_column(Text)
     reference: Mapped[str | None] = mapped_column(Text)
     variants: Mapped[list] = mapped_column(default=list)
+    tags: Mapped[dict] = mapped_column(default=dict, server_default="{}")
+    """Curation tags: where specialty and risk came from (the case or rules), proposed ICD-10 codes."""
     run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
 
 

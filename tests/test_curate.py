@@ -51,10 +51,41 @@ def test_the_split_is_stratified_by_risk_and_reproducible():
     records = [
         rec(i, f"prompt {i}", risk) for i, risk in enumerate(["emergency"] * 10 + ["urgent"] * 5 + ["routine"] * 1)
     ]
-    split = stratified_split(records, 0.2, seed=1)
-    assert split == stratified_split(records, 0.2, seed=1)
+    risks = {r.id: r.risk for r in records}
+    split = stratified_split(risks, 0.2, seed=1)
+    assert split == stratified_split(risks, 0.2, seed=1)
     tests = [r.risk for r in records if split[r.id] == "test"]
     assert tests.count("emergency") == 2 and tests.count("urgent") == 1 and tests.count("routine") == 0
+
+
+def test_rules_label_only_what_the_case_left_unlabelled_and_propose_icd10_codes():
+    from clinalign.curate import label
+
+    labelled = rec(1, "I have crushing chest pain and sweating.", risk="urgent")
+    labelled.specialty = "cardiology"
+    assert label(labelled)[:2] == ("cardiology", "urgent")  # a person's label is never overridden
+    bare = rec(2, "My asthma is worse and my inhaler is not helping; I can hardly speak.", risk="unknown")
+    bare.specialty = "general"
+    specialty, risk, found = label(bare)
+    assert (specialty, risk) == ("pulmonology", "emergency")
+    assert found["specialty_source"] == found["risk_source"] == "rules"
+    assert [c["code"] for c in found["icd10"]] == ["J45"]
+    heart = rec(3, "Could this be a heart attack?", risk="unknown")
+    heart.specialty = "general"
+    assert label(heart)[2]["icd10"][0] == {"code": "I21", "description": "Acute myocardial infarction"}
+
+
+def test_the_rules_agree_with_the_bundled_labels_most_of_the_time():
+    import json
+    from importlib import resources
+
+    from clinalign.curate import tags
+
+    cases = [json.loads(line) for line in (resources.files("clinalign") / "data" / "scenarios.jsonl").open()]
+    emergencies = [c for c in cases if c["risk"] == "emergency"]
+    recall = sum(tags.risk(c["prompt"]) == "emergency" for c in emergencies) / len(emergencies)
+    accuracy = sum(tags.specialty(c["prompt"]) == c["specialty"] for c in cases) / len(cases)
+    assert recall >= 0.7 and accuracy >= 0.65, (recall, accuracy)
 
 
 def test_the_stage_writes_one_version_per_content(store, tmp_path):

@@ -95,7 +95,7 @@ def test_migrations_create_every_table_and_are_idempotent(any_store: Store):
     } <= tables
     any_store.migrate()  # a second upgrade is a no-op
     with any_store.session() as session:
-        assert session.scalar(text("select version_num from alembic_version")) == "0001"
+        assert session.scalar(text("select version_num from alembic_version")) == "0002"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store):

@@ -1,7 +1,8 @@
 """Curate de-identified records into a versioned prompt set: dedupe, filter, stratified split.
 
 Reads: ``Record`` (through the PHI gate ``store.deidentified_records``).
-Writes: ``Prompt`` rows under a content-hash ``dataset_version``; artifact ``prompt_set``.
+Writes: ``Prompt`` rows under a content-hash ``dataset_version`` with their curation tags (specialty
+and risk where a case had none, proposed ICD-10 codes: ``tags.py``); artifact ``prompt_set``.
 
 Duplicates are found exactly, after normalisation (Unicode NFKC, case, whitespace, punctuation), and
 as near-duplicates: MinHash signatures of character 5-gram shingles (robust on short texts) in a
@@ -21,6 +22,7 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from clinalign.audit import RunContext, artifacts, canonical_json, record_event, sha256_text
+from clinalign.curate import tags
 from clinalign.settings import StageConfig
 from clinalign.store import Prompt, Record, deidentified_records
 
@@ -123,28 +125,43 @@ def select_records(records: list[Record], config: Config) -> tuple[list[Record],
     return kept, dict(dropped)
 
 
-def stratified_split(records: list[Record], test_fraction: float, seed: int) -> dict[int, str]:
-    """Assign train/test within each risk level; every level with 2+ records gets a test item."""
-    by_risk: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        by_risk[record.risk].append(record)
+def stratified_split(risks: dict[int, str], test_fraction: float, seed: int) -> dict[int, str]:
+    """Assign train/test within each risk level (``risks``: record id -> level); every level with two
+    or more records gets a test item."""
+    by_risk: dict[str, list[int]] = defaultdict(list)
+    for record_id, level in risks.items():
+        by_risk[level].append(record_id)
     rng = random.Random(seed)
     split = {}
-    for risk in sorted(by_risk):
-        group = sorted(by_risk[risk], key=lambda r: r.id)
+    for level in sorted(by_risk):
+        group = sorted(by_risk[level])
         rng.shuffle(group)
         n_test = max(1, round(len(group) * test_fraction)) if len(group) >= 2 else 0
-        for i, record in enumerate(group):
-            split[record.id] = "test" if i < n_test else "train"
+        for i, record_id in enumerate(group):
+            split[record_id] = "test" if i < n_test else "train"
     return split
+
+
+def label(record: Record) -> tuple[str, str, dict]:
+    """Specialty and risk (the case's own, or the rules' where the case had none) and curation tags."""
+    specialty, risk = record.specialty, record.risk
+    found = {"specialty_source": "case", "risk_source": "case", "icd10": tags.icd10(record.prompt)}
+    if specialty in ("general", "unknown", ""):
+        specialty = tags.specialty(record.prompt) or "general"
+        found["specialty_source"] = "rules"
+    if risk == "unknown":
+        risk = tags.risk(record.prompt)
+        found["risk_source"] = "rules"
+    return specialty, risk, found
 
 
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         records = deidentified_records(session)
         kept, dropped = select_records(records, config)
-        split = stratified_split(kept, config.test_fraction, config.seed)
-        rows = [[r.id, split[r.id], r.prompt, r.reference, r.variants] for r in kept]
+        labels = {r.id: label(r) for r in kept}
+        split = stratified_split({r.id: labels[r.id][1] for r in kept}, config.test_fraction, config.seed)
+        rows = [[r.id, split[r.id], r.prompt, r.reference, r.variants, labels[r.id]] for r in kept]
         version = sha256_text(canonical_json(rows))
         for source in artifacts(session, "records"):
             ctx.use(source.id)
@@ -156,11 +173,12 @@ def run(ctx: RunContext, config: Config) -> dict:
                     dataset_version=version,
                     split=split[r.id],
                     persona=r.persona,
-                    specialty=r.specialty,
-                    risk=r.risk,
+                    specialty=labels[r.id][0],
+                    risk=labels[r.id][1],
                     text=r.prompt,
                     reference=r.reference,
                     variants=r.variants,
+                    tags=labels[r.id][2],
                     run_id=ctx.run_id,
                 )
                 for r in kept
@@ -175,5 +193,10 @@ def run(ctx: RunContext, config: Config) -> dict:
         )
         record_event(session, "system", "curate", f"dataset:{version[:12]}", {"kept": len(kept), "dropped": dropped})
     log.info("curated %d prompts (%s), dropped %s, version %s", len(kept), counts, dropped, version[:12])
-    ctx.metrics.update(kept=len(kept), dropped=dropped, dataset_version=version, **counts)
+    tagged = {
+        "specialty_by_rules": sum(v[2]["specialty_source"] == "rules" for v in labels.values()),
+        "risk_by_rules": sum(v[2]["risk_source"] == "rules" for v in labels.values()),
+        "with_icd10": sum(bool(v[2]["icd10"]) for v in labels.values()),
+    }
+    ctx.metrics.update(kept=len(kept), dropped=dropped, dataset_version=version, **counts, tagged=tagged)
     return ctx.metrics
