@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -85,14 +86,21 @@ def _event_hash(prev_hash: str, ts: str, actor: str, action: str, subject: str, 
     return sha256_text(canonical_json([prev_hash, ts, actor, action, subject, payload]))
 
 
+# Appenders on PostgreSQL queue on this advisory lock (held to the end of their transaction), so they
+# read the chain's tip one at a time; elsewhere the database's own write lock serialises them.
+_AUDIT_LOCK = 0x636C696E  # "clin"
+
+
 def record_event(session: Session, actor: str, action: str, subject: str, payload: dict | None = None) -> AuditEvent:
     """Append one event to the chain inside ``session``'s transaction.
 
-    Payloads carry ids and counts, never record text. The unique ``prev_hash`` makes a concurrent
-    writer that read the same tip fail; it retries on the new tip.
+    Payloads carry ids and counts, never record text. The unique ``prev_hash`` is the safety net: a
+    writer that read a stale tip fails its insert and retries on the new one.
     """
     body = canonical_json(payload or {})
-    for _attempt in range(20):
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+    for attempt in range(50):
         tip = session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
         prev = tip.hash if tip else GENESIS
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -110,9 +118,10 @@ def record_event(session: Session, actor: str, action: str, subject: str, payloa
                 session.add(event)
                 session.flush()
         except IntegrityError:
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # back off, then read the new tip
             continue
         return event
-    raise ClinalignError("audit chain is busy: could not append an event after 20 attempts")
+    raise ClinalignError("audit chain is busy: could not append an event after 50 attempts")
 
 
 @dataclass
