@@ -88,6 +88,36 @@ def test_the_rules_agree_with_the_bundled_labels_most_of_the_time():
     assert recall >= 0.7 and accuracy >= 0.65, (recall, accuracy)
 
 
+def test_neighbours_label_unlabelled_cases_better_than_rules_and_never_lower_risk():
+    import json
+    import random
+    from importlib import resources
+
+    from clinalign.curate import label, label_from_neighbours
+
+    cases = [json.loads(line) for line in (resources.files("clinalign") / "data" / "scenarios.jsonl").open()]
+    random.Random(0).shuffle(cases)
+    records = []
+    for i, case in enumerate(cases):
+        record = rec(i, case["prompt"], risk=case["risk"])
+        record.specialty = case["specialty"]
+        if i < 40:  # these arrive without labels
+            record.specialty, record.risk = "general", "unknown"
+        records.append(record)
+    labels = {r.id: label(r) for r in records}
+    rules_specialty = sum(labels[i][0] == cases[i]["specialty"] for i in range(40)) / 40
+    rules_risk = {i: labels[i][1] for i in range(40)}
+    label_from_neighbours(records, labels, "minilm")
+    neighbours_specialty = sum(labels[i][0] == cases[i]["specialty"] for i in range(40)) / 40
+    assert neighbours_specialty > rules_specialty and neighbours_specialty >= 0.9
+    severity = {"routine": 0, "urgent": 1, "emergency": 2}
+    assert all(severity[labels[i][1]] >= severity[rules_risk[i]] for i in range(40))
+    emergencies = [i for i in range(40) if cases[i]["risk"] == "emergency"]
+    assert all(labels[i][1] == "emergency" for i in emergencies)
+    assert {labels[i][2]["risk_source"] for i in range(40)} == {"rules+embedding"}
+    assert labels[50][2]["risk_source"] == "case"  # labelled cases are untouched
+
+
 def test_the_stage_writes_one_version_per_content(store, tmp_path):
     run_stage(store, tmp_path, "ingest")
     run_stage(store, tmp_path, "deidentify")

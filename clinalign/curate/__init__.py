@@ -55,6 +55,10 @@ class Config(StageConfig):
     minhash_permutations: int = 128
     """MinHash signature length: more is a finer Jaccard estimate, slower."""
 
+    embedding_model: str | None = "minilm"
+    """Sentence encoder that labels an unlabelled case from its nearest labelled ones: ``minilm`` (the
+    bundled all-MiniLM-L6-v2), a local model folder, or ``null`` for keyword rules alone."""
+
 
 def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -155,11 +159,46 @@ def label(record: Record) -> tuple[str, str, dict]:
     return specialty, risk, found
 
 
+_SEVERITY = {"routine": 0, "urgent": 1, "emergency": 2}
+
+
+def label_from_neighbours(kept: list[Record], labels: dict[int, tuple[str, str, dict]], model: str) -> None:
+    """Relabel rule-labelled cases from their nearest case-labelled neighbours (k-NN on embeddings).
+
+    Specialty: the neighbours' label. Risk: the more severe of the rules' and the neighbours', so that
+    adding embeddings can only raise a triage level, never lower one.
+    """
+    from clinalign.curate import embed
+
+    path = embed.default_path() if model == "minilm" else model
+    for field, index in (("specialty", 0), ("risk", 1)):
+        known = [
+            r
+            for r in kept
+            if labels[r.id][2][f"{field}_source"] == "case" and labels[r.id][index] not in ("general", "unknown")
+        ]
+        unknown = [r for r in kept if labels[r.id][2][f"{field}_source"] == "rules"]
+        if not known or not unknown:
+            continue
+        guesses = embed.nearest_labels(
+            [r.prompt for r in unknown], [r.prompt for r in known], [labels[r.id][index] for r in known], path
+        )
+        for record, guess in zip(unknown, guesses, strict=True):
+            current = list(labels[record.id])
+            if field == "risk":
+                guess = max(guess, current[1], key=_SEVERITY.get)
+            current[index] = guess
+            current[2] = {**current[2], f"{field}_source": "rules+embedding"}
+            labels[record.id] = tuple(current)
+
+
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         records = deidentified_records(session)
         kept, dropped = select_records(records, config)
         labels = {r.id: label(r) for r in kept}
+        if config.embedding_model:
+            label_from_neighbours(kept, labels, config.embedding_model)
         split = stratified_split({r.id: labels[r.id][1] for r in kept}, config.test_fraction, config.seed)
         rows = [[r.id, split[r.id], r.prompt, r.reference, r.variants, labels[r.id]] for r in kept]
         version = sha256_text(canonical_json(rows))
@@ -194,8 +233,8 @@ def run(ctx: RunContext, config: Config) -> dict:
         record_event(session, "system", "curate", f"dataset:{version[:12]}", {"kept": len(kept), "dropped": dropped})
     log.info("curated %d prompts (%s), dropped %s, version %s", len(kept), counts, dropped, version[:12])
     tagged = {
-        "specialty_by_rules": sum(v[2]["specialty_source"] == "rules" for v in labels.values()),
-        "risk_by_rules": sum(v[2]["risk_source"] == "rules" for v in labels.values()),
+        "specialty_by_rules": sum(v[2]["specialty_source"] != "case" for v in labels.values()),
+        "risk_by_rules": sum(v[2]["risk_source"] != "case" for v in labels.values()),
         "with_icd10": sum(bool(v[2]["icd10"]) for v in labels.values()),
     }
     ctx.metrics.update(kept=len(kept), dropped=dropped, dataset_version=version, **counts, tagged=tagged)

