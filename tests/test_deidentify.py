@@ -183,3 +183,49 @@ def test_a_site_ner_model_plugs_in_by_path(tmp_path):
     assert deidentify_text(text, config, None)[0] == "zyxwv [NAME] came to clinic."
     with pytest.raises(ClinalignError, match="NER model not found"):
         deidentify_text(text, Config(ner_model=str(tmp_path / "missing")), None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("NAME", "Maria Delgado"),
+        ("LOCATION", "12 Oak Street"),
+        ("LOCATION", "Boston"),
+        ("ZIP", "02118"),
+        ("DATE", "March 3, 2021"),
+        ("AGE", "93"),
+        ("PHONE", "(818) 662-0116"),
+        ("FAX", "617-555-0199"),
+        ("EMAIL", "jane.roe@example.org"),
+        ("SSN", "219-09-9999"),
+        ("MRN", "48213377"),
+        ("HEALTH_PLAN", "ZX123456789"),
+        ("ACCOUNT", "0620856156"),
+        ("LICENSE", "AB1234563"),
+        ("VEHICLE", "1HGCM82633A004352"),
+        ("DEVICE", "SN-88123-X"),
+        ("URL", "https://portal.example.org/p/123"),
+        ("IP", "192.168.10.24"),
+        ("BIOMETRIC", "FP-00918273"),
+        ("ID", "7730918264"),
+    ],
+)
+def test_every_type_gets_a_surrogate_that_differs_and_keeps_its_shape(kind, value):
+    surrogate = Surrogates("patient-9", "secret")
+    new = surrogate(kind, value)
+    assert new != value and new == surrogate(kind, value)  # replaced, and the same again
+    if kind in (
+        "PHONE",
+        "FAX",
+        "SSN",
+        "MRN",
+        "HEALTH_PLAN",
+        "ACCOUNT",
+        "LICENSE",
+        "VEHICLE",
+        "DEVICE",
+        "BIOMETRIC",
+        "ID",
+    ):
+        assert [c.isdigit() for c in new] == [c.isdigit() for c in value]  # formats stay valid
+    assert (new == "90+") == (kind == "AGE") and (new == "021**") == (kind == "ZIP")
