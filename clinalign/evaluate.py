@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import select
 
-from clinalign import guardrails, lm, progress
+from clinalign import guardrails, lm, phi, progress
 from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
@@ -139,7 +140,28 @@ def reward_scores(folder: str, pairs: list[tuple[str, str]]) -> list[float]:
     return scores
 
 
-def _model_figures(loaded: lm.LoadedLM, test: list[Prompt], mcq: list[dict], config: Config, label: str) -> dict:
+@dataclass(frozen=True)
+class EvalPrompt:
+    """A held-out prompt as the models see it: after the residual PHI scan."""
+
+    id: int
+    risk: str
+    text: str
+    reference: str | None
+    variants: list[dict]
+
+
+def _scrubbed(prompt: Prompt) -> EvalPrompt:
+    return EvalPrompt(
+        prompt.id,
+        prompt.risk,
+        phi.scrub(prompt.text)[0],
+        phi.scrub(prompt.reference)[0] if prompt.reference else None,
+        [{"kind": v["kind"], "text": phi.scrub(v["text"])[0]} for v in prompt.variants],
+    )
+
+
+def _model_figures(loaded: lm.LoadedLM, test: list[EvalPrompt], mcq: list[dict], config: Config, label: str) -> dict:
     answers = []
     with progress.task(f"evaluate {label}", len(test) + len(mcq)) as advance:
         for p in test:
@@ -182,7 +204,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         prompt_set = require_artifact(session, "prompt_set", config.prompt_set)
         ctx.use(prompt_set.id)
-        test = prompts(session, prompt_set.sha256, "test")
+        test = [_scrubbed(p) for p in prompts(session, prompt_set.sha256, "test")]
         policy_art, policy_path = model_artifact(session, ctx, config.policy, ("model",))
         baseline_ref = config.baseline or _baseline_ref(session, policy_art)
         baseline_art, baseline_path = model_artifact(session, ctx, baseline_ref, ("model", "external_model"))

@@ -118,6 +118,20 @@ def test_neighbours_label_unlabelled_cases_better_than_rules_and_never_lower_ris
     assert labels[50][2]["risk_source"] == "case"  # labelled cases are untouched
 
 
+def test_records_that_were_not_deidentified_never_reach_a_prompt_set(store, tmp_path):
+    run_stage(store, tmp_path, "ingest")
+    run_stage(store, tmp_path, "deidentify")
+    with store.session() as session:
+        held_back = session.scalars(select(Record).order_by(Record.id).limit(5)).all()
+        for record in held_back:
+            record.deid_status = "pending"  # as if de-identification had not finished for them
+        held_ids = {r.id for r in held_back}
+    run_stage(store, tmp_path, "curate")
+    with store.session() as session:
+        curated = set(session.scalars(select(Prompt.record_id)))
+    assert curated and not curated & held_ids
+
+
 def test_the_stage_writes_one_version_per_content(store, tmp_path):
     run_stage(store, tmp_path, "ingest")
     run_stage(store, tmp_path, "deidentify")
