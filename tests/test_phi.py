@@ -25,6 +25,7 @@ def found(text: str) -> dict[str, str]:
         ("Lives at 12 Oak Street, Apt 4, Boston, MA 02118.", "Boston", "LOCATION"),
         ("Lives at 12 Oak Street, Apt 4, Boston, MA 02118.", "02118", "ZIP"),
         ("Transferred from Mercy General Hospital overnight.", "Mercy General Hospital", "LOCATION"),
+        ("Deliver to Apt. 342 by noon.", "Apt. 342", "LOCATION"),
         ("Seen on June 23, 2026 at the clinic.", "June 23, 2026", "DATE"),
         ("Admitted 2024-03-05 14:20 via the ED.", "2024-03-05 14:20", "DATE"),
         ("Next visit 23 June 2026.", "23 June 2026", "DATE"),

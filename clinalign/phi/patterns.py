@@ -27,11 +27,11 @@ _US_STATES = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|"
     "PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
 )
+# Street suffixes: the usual abbreviations and USPS's list (Publication 28, appendix C1), singular or plural.
 _STREET_TYPES = (
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|Cir|"
-    r"Highway|Hwy|Parkway|Pkwy|Square|Sq|Trail|Trl|Crescent|Row|Alley|Loop|Plaza|Ridge|Run|Path|Pike|Crossing|Xing|"
-    # USPS street suffixes (Publication 28, appendix C1), the common ones, singular or plural
-    r"(?:Arcade|Bayou|Beach|Bend|Bluff|Bottom|Branch|Bridge|Brook|Burg|Bypass|Camp|Canyon|Cape|Causeway|Center|"
+    r"(?:(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|"
+    r"Cir|Highway|Hwy|Parkway|Pkwy|Square|Sq|Trail|Trl|Crescent|Row|Alley|Loop|Plaza|Ridge|Run|Path|Pike|Crossing|"
+    r"Xing|River|Arcade|Bayou|Beach|Bend|Bluff|Bottom|Branch|Bridge|Brook|Burg|Bypass|Camp|Canyon|Cape|Causeway|Center|"
     r"Cliff|Club|Common|Corner|Course|Cove|Creek|Crest|Dale|Dam|Divide|Estate|Expressway|Extension|Fall|Ferry|Field|"
     r"Flat|Ford|Forest|Forge|Fork|Fort|Freeway|Garden|Gateway|Glen|Green|Grove|Harbor|Haven|Height|Hill|Hollow|"
     r"Island|Isle|Junction|Key|Knoll|Lake|Landing|Light|Lodge|Mall|Manor|Meadow|Mews|Mill|Mission|Motorway|Mount|"
@@ -132,7 +132,7 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         "VEHICLE",
         "plate",
         r"(?i:\b(?:plate|registration|immatriculation))\s*(?i:number|no\.?|#)?\s*[:#]?\s*"
-        r"((?=[A-Z0-9 -]*\d)[A-Z0-9]{1,4}[ -]?[A-Z0-9]{1,4}(?:[ -][A-Z0-9]{1,4})?)\b",
+        r"((?=[A-Z0-9 -]*\d)[A-Z0-9]{1,5}[ -]?[A-Z0-9]{1,5}(?:[ -][A-Z0-9]{1,5})?)\b",
         1,
     ),
     ("DEVICE", "device", _labelled(r"serial|S/N|SN|device|UDI|IMEI|pacemaker|implant|lot"), 1),
@@ -188,6 +188,7 @@ _DETECTORS: list[tuple[str, str, str, int]] = [
         r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*[\w-]+)?)",
         1,
     ),
+    ("LOCATION", "unit", r"(?:Apt|Apartment|Suite|Ste|Unit|Flat)\.?\s*#?\s*\d+[A-Z]?\b", 0),
     ("LOCATION", "po_box", r"(?i:\bP\.?\s?O\.?\s+Box\s+\d+)", 0),
     ("LOCATION", "city_state", rf"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+){{0,2}}(?=,\s*(?:{_US_STATES})\b)", 0),
     (
@@ -265,7 +266,7 @@ _HINTS: dict[str, tuple[str, ...]] = {
     ),
     "account": ("account", "acct", "billing", "invoice", "claim", "bank", "routing", "iban"),
     "license": ("licen", "dea", "npi", "certific", "passport", "permit", "rpps", "adeli", "registration"),
-    "plate": ("plate", "vehicle", "vin", "immatriculation"),
+    "plate": ("plate", "registration", "immatriculation"),
     "device": ("serial", "s/n", "sn", "device", "udi", "imei", "pacemaker", "implant", "lot"),
     "biometric": ("finger", "retina", "iris", "voice", "biometric", "face", "palm"),
     "age_labelled": ("age", "âg"),
@@ -360,7 +361,7 @@ _CARE_SITE = re.compile(
     r"Care Home)\b"
 )
 _SITE_NAME_BEFORE = re.compile(r"(?:(?:St\.?|Saint|Sainte|Mount|Mt\.?)\s+)?[A-Z][\w'.-]+(?:\s+[A-Z][\w'.-]+){0,3}\s+$")
-_CAPITALISED = {"city_state", "iban", "zip_state"}
+_CAPITALISED = {"city_state", "iban", "zip_state", "unit"}
 _INITIALS = {"hopital": "hcga", "po_box": "p", "plate": "pri", "ssn_labelled": "sn"}  # where hints are not prefixes
 _OPENERS = "([{<\"'"
 _TOKEN = re.compile(r"[^\s:;,=/|\\'’)-]+")
@@ -417,6 +418,10 @@ def _valid(kind: str, rule: str, value: str) -> bool:
         except ValueError:
             return False
         return True
+    if rule == "iban":  # ISO 13616 check digits: a VIN or a code of the same shape fails them
+        compact = value.replace(" ", "")
+        digits = "".join(str(int(c, 36)) for c in compact[4:] + compact[:4])
+        return int(digits) % 97 == 1
     if rule == "date_numeric":  # day and month in range, either order (US and European)
         first, second = (int(part) for part in re.split(r"[/.-]", value)[:2])
         return 1 <= first <= 31 and 1 <= second <= 31 and min(first, second) <= 12
