@@ -361,17 +361,21 @@ _CARE_SITE = re.compile(
     r"Care Home)\b"
 )
 _SITE_NAME_BEFORE = re.compile(r"(?:(?:St\.?|Saint|Sainte|Mount|Mt\.?)\s+)?[A-Z][\w'.-]+(?:\s+[A-Z][\w'.-]+){0,3}\s+$")
+# Characters a token must hold for these rules to match there.
+_INSIDE = {"email": "@", "domain": "."}
 _CAPITALISED = {"city_state", "iban", "zip_state", "unit"}
 _INITIALS = {"hopital": "hcga", "po_box": "p", "plate": "pri", "ssn_labelled": "sn"}  # where hints are not prefixes
 _OPENERS = "([{<\"'"
 _TOKEN = re.compile(r"[^\s:;,=/|\\'’)-]+")
 
 
-def _starts(text: str) -> tuple[list[int], list[int]]:
-    """Where tokens start, split into those opening with a digit, "(" or "+", and those with a letter."""
-    digits, letters = [], []
+def _starts(text: str) -> tuple[list[int], list[int], dict[int, int]]:
+    """Where tokens start, split into those opening with a digit, "(" or "+", and those with a letter;
+    and where each token ends."""
+    digits, letters, ends = [], [], {}
     for token in _TOKEN.finditer(text):
         position = token.start()
+        ends[position] = ends[position + 1] = token.end()
         first = text[position]
         if first in _OPENERS:
             if first in "(+":
@@ -382,7 +386,7 @@ def _starts(text: str) -> tuple[list[int], list[int]]:
             digits.append(position)
         elif first.isalpha():
             letters.append(position)
-    return digits, letters
+    return digits, letters, ends
 
 
 _COMPILED = [
@@ -443,7 +447,7 @@ def find(text: str) -> list[Span]:
     spans = []
     lowered = text.lower()
     same_length = len(lowered) == len(text)
-    at_digit, at_letter = _starts(text)
+    at_digit, at_letter, ends = _starts(text)
     labels, source = (_LABELS, lowered) if same_length else (_LABELS_ANY_CASE, text)
     for label in filter(None, (labels.match(source, position) for position in at_letter)):
         value = _AFTER_LABEL.match(text, label.end())
@@ -471,6 +475,12 @@ def find(text: str) -> list[Span]:
             else:
                 initials = _INITIALS.get(rule) or {h[0] for h in hints or ()}
             starts = sorted(p for initial in initials for p in by_initial.get(initial, ())) if initials else at_letter
+        elif rule == "vin":
+            starts = [p for p in at_either if ends[p] - p == 17]
+        elif rule in ("mac", "ipv6"):  # the token ends at the first ':' or '-' of the address
+            starts = [p for p in at_either if text[ends[p] : ends[p] + 1] in (":", "-")]
+        elif rule in _INSIDE:
+            starts = [p for p in at_either if _INSIDE[rule] in text[p : ends[p]]]
         else:
             starts = at_either
         end_of_last = 0  # like finditer: a match may not begin inside the previous one of the same rule
