@@ -334,10 +334,12 @@ def find(text: str, taken: bytearray | None = None) -> list[Span]:
         _shape(w) if w[:1].isupper() and (len(t[2]) > len(w) or len(w) > 1) else None
         for t, w in zip(tokens, words, strict=True)
     ]
-    letters = sum(map(str.isalpha, text))
-    # An all-capitals text (long enough to tell): there, case says nothing about names.
-    shouting = letters >= 30 and sum(map(str.isupper, text)) > 0.6 * letters
+    # An all-capitals text (long enough to tell): there, case says nothing about names. Counted over
+    # the word tokens, which is all the letters that matter here.
+    letters = sum(map(len, words))
+    shouting = letters >= 30 and sum(len(w) for w in words if w.isupper()) > 0.6 * letters
     n = len(tokens)
+    capitalised = [i for i in range(n) if shapes[i] is not None]  # only these can be names: loop over them
     marks = [False] * n
     strong = [False] * n  # evidence beyond the gazetteer: a title, a cue, a neighbour
 
@@ -356,8 +358,8 @@ def find(text: str, taken: bytearray | None = None) -> list[Span]:
     def known(i: int) -> bool:
         return keys[i] in gazetteer or keys[i].split("'")[0] in gazetteer
 
-    for i in range(n):
-        if shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES or keys[i] in _LABEL_WORDS:
+    for i in capitalised:
+        if keys[i] in _TITLES or keys[i] in _CUES or keys[i] in _LABEL_WORDS:
             continue
         previous = keys[i - 1] if i else ""
         cued = (
@@ -380,8 +382,8 @@ def find(text: str, taken: bytearray | None = None) -> list[Span]:
     changed = True
     while changed:
         changed = False
-        for i in range(n):
-            if marks[i] or shapes[i] is None or keys[i] in _TITLES or keys[i] in _CUES or keys[i] in _LABEL_WORDS:
+        for i in capitalised:
+            if marks[i] or keys[i] in _TITLES or keys[i] in _CUES or keys[i] in _LABEL_WORDS:
                 continue
             left = joined(i) and marks[i - 1]
             right = i + 1 < n and joined(i + 1) and marks[i + 1]
@@ -402,14 +404,13 @@ def find(text: str, taken: bytearray | None = None) -> list[Span]:
             if ok:
                 marks[i] = strong[i] = changed = True
     # A name confirmed once is a name wherever it appears capitalised in the same text.
-    confirmed = {keys[i] for i in range(n) if marks[i] and shapes[i] != "initial"}
-    for i in range(n):
+    confirmed = {keys[i] for i in capitalised if marks[i] and shapes[i] != "initial"}
+    for i in capitalised:
         if not marks[i] and shapes[i] in ("title", "caps") and keys[i] in confirmed:
             marks[i] = True
     spans = []
-    for i, (start, _end, token) in enumerate(tokens):
-        if not marks[i]:
-            continue
+    for i in (i for i in capitalised if marks[i]):
+        start, _end, token = tokens[i]
         following = keys[i + 1] if i + 1 < n else ""
         possessive = keys[i].endswith("'s")
         if following in _EPONYM_NEXT and (possessive or not strong[i]):

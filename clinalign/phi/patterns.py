@@ -361,6 +361,21 @@ _CARE_SITE = re.compile(
     r"Care Home)\b"
 )
 _SITE_NAME_BEFORE = re.compile(r"(?:(?:St\.?|Saint|Sainte|Mount|Mt\.?)\s+)?[A-Z][\w'.-]+(?:\s+[A-Z][\w'.-]+){0,3}\s+$")
+# What a digit-led rule needs at its start: (fewest, most leading digits, the characters that may follow
+# them, or None for any). A cheap test on the token that spares most regular-expression calls.
+_DIGITS = re.compile(r"\d+")
+_DIGIT_SHAPES = {
+    "ssn": (3, 3, "-"),
+    "date_numeric": (1, 2, "/.-"),
+    "date_iso": (4, 4, "-"),
+    "ipv4": (1, 3, "."),
+    "date_day_first": (1, 2, " snrtde"),
+    "age_years": (2, 3, " -y"),
+    "street": (1, 6, " "),
+    "rue": (1, 4, " ,b"),
+    "zip_fr": (5, 5, " "),
+    "phone_fr": (2, 10, None),
+}
 # Characters a token must hold for these rules to match there.
 _INSIDE = {"email": "@", "domain": "."}
 _CAPITALISED = {"city_state", "iban", "zip_state", "unit"}
@@ -458,6 +473,11 @@ def find(text: str) -> list[Span]:
     if not same_length:
         lowered = text  # hints below are then only a cheaper, case-sensitive test; run every pattern
     at_either = sorted(at_digit + at_letter)
+    digit_runs = []  # (start, length of the leading run of digits, the character after it)
+    for position in at_digit:
+        run = _DIGITS.match(text, position)
+        if run:
+            digit_runs.append((position, run.end() - position, text[run.end() : run.end() + 1]))
     by_initial: dict[str, list[int]] = {}
     for position in at_letter:
         by_initial.setdefault(text[position].lower(), []).append(position)
@@ -465,7 +485,12 @@ def find(text: str) -> list[Span]:
     for kind, rule, pattern, group, hints in _COMPILED:
         if hints is not None and same_length and not any(map(lowered.__contains__, hints)):
             continue
-        if rule in _AT_DIGIT:
+        if rule in _DIGIT_SHAPES:
+            low, high, following = _DIGIT_SHAPES[rule]
+            starts = [
+                p for p, run, after in digit_runs if low <= run <= high and (following is None or after in following)
+            ]
+        elif rule in _AT_DIGIT:
             starts = at_digit
         elif rule in _CAPITALISED:
             starts = capitalised
