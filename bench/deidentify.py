@@ -20,26 +20,9 @@ from clinalign import phi
 from clinalign.deidentify.evaluation import GoldDoc, score
 from clinalign.deidentify.synthetic import generate
 
-GROUPS = {
-    "names": {"NAME"},
-    "dates": {"DATE", "AGE"},
-    "identifiers": {
-        "PHONE",
-        "EMAIL",
-        "SSN",
-        "MRN",
-        "HEALTH_PLAN",
-        "ACCOUNT",
-        "LICENSE",
-        "VEHICLE",
-        "DEVICE",
-        "URL",
-        "IP",
-        "BIOMETRIC",
-        "ID",
-    },
-    "locations": {"LOCATION"},
-}
+GROUPS = {"names": {"NAME"}, "dates": {"DATE", "AGE"}, "locations": {"LOCATION"}}
+# Every other type is an identifier (fax and ZIP are scored as phone and location).
+GROUPS["identifiers"] = set(phi.TYPES) - set().union(*GROUPS.values()) - {"FAX", "ZIP"}
 PRESIDIO_TYPES = {
     "PERSON": "NAME",
     "DATE_TIME": "DATE",

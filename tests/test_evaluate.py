@@ -15,7 +15,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 def test_the_report_holds_every_figure_for_both_models(loop_store):
     with loop_store.session() as session:
         art = latest_artifact(session, "eval_report")
-        sft = [a for a in [latest_artifact(session, "model")] if a][0]
+        newest_policy = latest_artifact(session, "model")
     summary = json.loads(Path(art.uri).read_text())["summary"]
     for metric in (
         "red_flag_escalation_rate",
@@ -26,7 +26,7 @@ def test_the_report_holds_every_figure_for_both_models(loop_store):
         for side in ("before", "after"):
             assert 0.0 <= summary[metric][side] <= 1.0, (metric, side)
     assert 0.0 <= summary["reward_win_rate"] <= 1.0
-    assert summary["models"]["after"] == sft.id  # the newest policy is the DPO model
+    assert summary["models"]["after"] == newest_policy.id  # the newest policy is the DPO model
     assert summary["models"]["before"] != summary["models"]["after"]  # baseline found by lineage
     assert summary["mcq_items"] == 24
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from clinalign.phi import Span
+from clinalign.phi import Span, claimed
 from clinalign.phi.rules import DETECTORS, HINTS, NUMBER_LABEL, VALUE, Label
 
 # Digits typed one by one with spaces ("3 1 0 5 2 0 6 8"), as forms and OCR leave them: typed by what
@@ -247,8 +247,6 @@ def find(text: str) -> list[Span]:
     for match in _SPACED_DIGITS.finditer(text):
         digits = "".join(c for c in match.group() if c.isdigit())
         spans.append(Span(match.start(), match.end(), _spaced_kind(digits), "spaced_digits"))
-    from clinalign.phi import claimed
-
     taken = claimed(text, spans)
     for match in _OTHER_NUMBER.finditer(text):
         start, end = match.span()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +50,17 @@ class ProgressCallback(TrainerCallback):
 
     def __init__(self, description: str):
         self.description = description
-        self._ctx = None
+        self._bar = ExitStack()  # the bar's context spans from train begin to train end
         self._advance = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._ctx = progress.task(self.description, state.max_steps)
-        self._advance = self._ctx.__enter__()
+        self._advance = self._bar.enter_context(progress.task(self.description, state.max_steps))
 
     def on_step_end(self, args, state, control, **kwargs):
         self._advance(1)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._ctx.__exit__(None, None, None)
+        self._bar.close()
 
 
 def losses(log_history: list[dict]) -> list[dict]:
