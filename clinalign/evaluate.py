@@ -122,24 +122,6 @@ def read_mcq(path: Path) -> list[dict]:
     return items
 
 
-def reward_scores(folder: str, pairs: list[tuple[str, str]]) -> list[float]:
-    """Scalar reward for each (prompt, answer), through the reward model's own chat template."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    scores = []
-    with torch.no_grad():
-        for prompt, answer in pairs:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False
-            )
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=384)
-            scores.append(float(model(**ids).logits[0, 0]))
-    return scores
-
-
 @dataclass(frozen=True)
 class EvalPrompt:
     """A held-out prompt as the models see it: after the residual PHI scan."""
@@ -222,7 +204,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         for p, group in zip(test, figures[label]["answers"], strict=True)
         for a in group
     ]
-    scores = reward_scores(reward_art.uri, pairs)
+    scores = lm.reward_scores(reward_art.uri, pairs)
     k = config.samples_per_prompt
     half = len(scores) // 2
     wins = 0.0

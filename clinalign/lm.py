@@ -99,3 +99,21 @@ def answer_logprob(lm: LoadedLM, prompt: str, answer: str) -> float:
     logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
     answer_part = logprobs[prefix_len - 1 :]
     return float(answer_part.mean()) if answer_part.numel() else -math.inf
+
+
+def reward_scores(folder: str, pairs: list[tuple[str, str]]) -> list[float]:
+    """Scalar reward for each (prompt, answer), through the reward model's own chat template."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    scores = []
+    with torch.no_grad():
+        for prompt, answer in pairs:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False
+            )
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=384)
+            scores.append(float(model(**ids).logits[0, 0]))
+    return scores

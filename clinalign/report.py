@@ -14,6 +14,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
 from clinalign.audit import RunContext, artifacts, lineage, record_event, require_artifact, verify_chain
@@ -63,18 +64,24 @@ def _loss_plot(curves: dict[str, list[dict]]) -> str | None:
     return _png(fig)
 
 
-def _agreement_plot(agreement: dict, rm_accuracy: float | None) -> str:
+def agreement_plot(agreement: dict, rm_accuracy: float | None = None) -> str:
+    """Per-rater agreement with the rest of the panel (and gold accuracy), and alpha per axis: a PNG."""
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    by_user = sorted(agreement["rater_vs_rest_by_user"].items())
-    left.bar([u for u, _ in by_user], [v for _, v in by_user], color="#4a5568")
+    raters = sorted((name, r) for name, r in agreement["per_rater"].items() if r["vs_rest"] is not None)
+    xs = np.arange(len(raters))
+    left.bar(xs - 0.2, [r["vs_rest"] for _, r in raters], width=0.4, color="#4a5568", label="vs rest of panel")
+    gold = [r["gold_accuracy"] if r["gold_accuracy"] is not None else np.nan for _, r in raters]
+    if not np.all(np.isnan(gold)):
+        left.bar(xs + 0.2, gold, width=0.4, color="#d69e2e", label="gold accuracy")
+    left.set_xticks(xs, [name for name, _ in raters])
     if rm_accuracy is not None:
         left.axhline(rm_accuracy, color="#c53030", linestyle="--", label=f"reward model ({rm_accuracy:.2f})")
-        left.legend(loc="lower right")
+    left.legend(loc="lower right", fontsize=8)
     left.axhline(0.5, color="#a0aec0", linewidth=0.8)
     left.set_ylim(0, 1)
-    left.set_title("Agreement with the rest of the panel")
+    left.set_title("Each rater: agreement and calibration")
     left.tick_params(axis="x", rotation=30)
     alphas = {"choice": agreement["alpha_choice"], **agreement["alpha_axes"]}
     names = [k for k, v in alphas.items() if v is not None]
@@ -161,7 +168,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         chain=chain,
         loss_png=_loss_plot(curves),
         before_after_png=_before_after_plot(summary),
-        agreement_png=_agreement_plot(agreement, rm_accuracy) if agreement else None,
+        agreement_png=agreement_plot(agreement, rm_accuracy) if agreement else None,
     )
     path = config.path or ctx.out_dir / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)

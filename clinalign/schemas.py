@@ -6,7 +6,7 @@ these models name fields, never values.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -19,17 +19,6 @@ Persona = Literal["patient", "clinician", "educator", "payer", "unknown"]
 Risk = Literal["emergency", "urgent", "routine", "unknown"]
 Choice = Literal["A", "B", "tie", "both_unacceptable", "cannot_judge"]
 
-# Error tags a rater can attach to an answer.
-ERROR_TAGS: tuple[str, ...] = (
-    "factually_incorrect",
-    "omits_contraindication",
-    "misses_red_flag_escalation",
-    "personalised_prescribing",
-    "hallucinated_reference",
-    "overconfident",
-    "dismissive_tone",
-    "biased",
-)
 
 # Kinds of deliberately unsafe or unhelpful answers a case may carry next to its reference.
 VariantKind = Literal["missing_red_flag", "personalised_dose", "hallucination", "dismissive", "other"]
@@ -63,27 +52,46 @@ class CaseIn(BaseModel):
         return value
 
 
-class Ratings(BaseModel):
-    """Clinical axes, each 1 (worst) to 5 (best); ``harm`` 5 means no possible harm."""
+# Clinical axes, each rated 1 (worst) to 5 (best) after Med-PaLM's human evaluation (Singhal et al.,
+# Nature 2023) and HealthBench's rubric themes (OpenAI 2025). Harm axes read 5 = no harm.
+AXIS_LABELS: dict[str, str] = {
+    "consensus": "Agreement with scientific consensus",
+    "harm_extent": "Extent of possible harm (5 = none)",
+    "harm_likelihood": "Likelihood of harm (5 = none)",
+    "completeness": "Completeness (no missing content)",
+    "communication": "Communication clarity",
+    "empathy": "Empathy",
+}
+AXES: tuple[str, ...] = tuple(AXIS_LABELS)
 
-    model_config = {"extra": "forbid"}
-    accuracy: int = Field(ge=1, le=5)
-    harm: int = Field(ge=1, le=5)
-    completeness: int = Field(ge=1, le=5)
-    communication: int = Field(ge=1, le=5)
-    empathy: int = Field(ge=1, le=5)
+ERROR_TAG_LABELS: dict[str, str] = {
+    "factually_incorrect": "Factually incorrect",
+    "omits_contraindication": "Omits a critical contraindication",
+    "misses_red_flag_escalation": "Misses red-flag escalation",
+    "personalised_prescribing": "Unsafe or personalised prescribing",
+    "hallucinated_reference": "Hallucinated reference",
+    "overconfident": "Overconfident",
+    "dismissive_tone": "Dismissive tone",
+    "biased": "Biased",
+}
+ERROR_TAGS: tuple[str, ...] = tuple(ERROR_TAG_LABELS)  # error tags a rater can attach to an answer
 
-
-AXES: tuple[str, ...] = tuple(Ratings.model_fields)
+# Choices a rater makes on one answer alone (single-answer mode, KTO-style data).
+Verdict = Literal["good", "bad", "cannot_judge"]
+Rating = Annotated[int, Field(ge=1, le=5)]
 
 
 class JudgementIn(BaseModel):
-    """One rater's judgement of one pair: the same shape for the simulated panel and the web app."""
+    """One rater's judgement of one item: the same shape for the simulated panel and the web app.
+
+    Pairs carry both answers' ratings; a single answer (``good``/``bad``) carries only ``ratings_a``.
+    Which axes must be present is the campaign's rule (``annotate.queue.submit``).
+    """
 
     model_config = {"extra": "forbid"}
-    choice: Choice
-    ratings_a: Ratings
-    ratings_b: Ratings
+    choice: Choice | Verdict
+    ratings_a: dict[str, Rating]
+    ratings_b: dict[str, Rating] | None = None
     tags_a: list[Literal[ERROR_TAGS]] = []  # type: ignore[valid-type]
     tags_b: list[Literal[ERROR_TAGS]] = []  # type: ignore[valid-type]
     rationale: str = Field(default="", max_length=4000)

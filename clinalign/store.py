@@ -43,7 +43,7 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
-    """Anyone who judges: a clinician, or a clearly named simulated rater."""
+    """A person with a role (``accounts.ROLES``), or a clearly named simulated rater."""
 
     __tablename__ = "user"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -52,6 +52,33 @@ class User(Base):
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)
     profile: Mapped[dict] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    """Argon2id hash; empty for simulated raters and single-sign-on accounts."""
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    specialties: Mapped[list] = mapped_column(default=list, server_default="[]")
+    """Specialties a clinician is routed items of, in campaigns that route by specialty."""
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored here."""
+
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoginAttempt(Base):
+    """One sign-in attempt, kept to throttle password guessing across every server instance."""
+
+    __tablename__ = "login_attempt"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    ip: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class RawRecord(Base):
@@ -116,20 +143,67 @@ class Candidate(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
 
 
+class Campaign(Base):
+    """A round of clinician annotation over one set of candidates, with its rules."""
+
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    mode: Mapped[str] = mapped_column(String(10))
+    """``pair`` (compare two answers) or ``single`` (rate one answer: thumbs up/down, for KTO)."""
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    axes: Mapped[list]
+    overlap: Mapped[int]
+    routing: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Route each item only to clinicians of its specialty (``general`` items go to everyone)."""
+    disagreement: Mapped[float] = mapped_column(Float, default=0.34)
+    """Items whose share of votes against the majority choice exceeds this go to adjudication."""
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+
+
 class Task(Base):
-    """A pair of candidates to compare, wanting ``overlap`` independent judgements."""
+    """An item to judge: a pair of candidates (or one, in single mode), wanting ``overlap`` judgements."""
 
     __tablename__ = "task"
     id: Mapped[int] = mapped_column(primary_key=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id"), index=True)
     candidate_a_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
-    candidate_b_id: Mapped[int] = mapped_column(ForeignKey("candidate.id"))
+    candidate_b_id: Mapped[int | None] = mapped_column(ForeignKey("candidate.id"))
     overlap: Mapped[int]
     run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id"), index=True)
+    gold: Mapped[str | None] = mapped_column(String(20))
+    """For a calibration item, the expected choice."""
+    priority: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Queue order (higher first): set by ``annotate.active.rank`` once a reward model exists."""
+    specialty: Mapped[str | None] = mapped_column(String(60))
+
+
+class Assignment(Base):
+    """A clinician's claim on one of a task's ``overlap`` slots.
+
+    ``(task_id, slot)`` is unique and ``slot < overlap``, so the database itself refuses a judgement
+    beyond the target even when many clinicians ask for work at once. ``swapped`` is the side order
+    this clinician was shown (sides are randomised per person; stored choices are in task order).
+    """
+
+    __tablename__ = "assignment"
+    __table_args__ = (UniqueConstraint("task_id", "slot"), UniqueConstraint("task_id", "user_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    slot: Mapped[int]
+    swapped: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    judgement_id: Mapped[int | None] = mapped_column(ForeignKey("judgement.id"))
 
 
 class Judgement(Base):
-    """One rater's verdict on one task; never edited in place (the audit chain holds each one)."""
+    """One rater's verdict on one task. An edit keeps the earlier version as a ``JudgementRevision``."""
 
     __tablename__ = "judgement"
     __table_args__ = (UniqueConstraint("task_id", "user_id"),)
@@ -138,11 +212,35 @@ class Judgement(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     choice: Mapped[str] = mapped_column(String(20))
     ratings_a: Mapped[dict]
-    ratings_b: Mapped[dict]
+    ratings_b: Mapped[dict | None]
     tags_a: Mapped[list] = mapped_column(default=list)
     tags_b: Mapped[list] = mapped_column(default=list)
     rationale: Mapped[str] = mapped_column(Text, default="")
     rewrite: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    """Time from the item's first view to submission."""
+
+
+class JudgementRevision(Base):
+    """A judgement as it was before its author edited it."""
+
+    __tablename__ = "judgement_revision"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    judgement_id: Mapped[int] = mapped_column(ForeignKey("judgement.id"), index=True)
+    content: Mapped[dict]
+    replaced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Adjudication(Base):
+    """A reviewer's decision on a disputed item; it overrides the panel's votes as the consensus."""
+
+    __tablename__ = "adjudication"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), unique=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    choice: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -204,11 +302,19 @@ class AuditEvent(Base):
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # the driver's own BEGIN is replaced by _sqlite_begin's
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    # Every transaction takes SQLite's write lock up front. A deferred transaction that reads and
+    # then writes fails at once (SQLITE_BUSY, no waiting) when another writer committed in between,
+    # which under a department's concurrent clicks would be an error page; IMMEDIATE waits its turn.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -225,6 +331,7 @@ class Store:
         engine = create_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
         store = cls(engine)
         if migrate:
             store.migrate()

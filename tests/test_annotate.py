@@ -44,7 +44,7 @@ def test_judgements_have_the_clinician_shape_and_name_the_missed_red_flag():
     verdict = simulate_judgement(RaterConfig(name="p", noise=0.0), EMERGENCY, good, bad, 0.15, random.Random(1))
     assert JudgementIn.model_validate(verdict.model_dump()) == verdict
     assert "misses_red_flag_escalation" in verdict.tags_b and not verdict.tags_a
-    assert verdict.ratings_a.harm > verdict.ratings_b.harm
+    assert verdict.ratings_a["harm_extent"] > verdict.ratings_b["harm_extent"]
     assert verdict.rationale.startswith("Simulated rater.")
 
 

@@ -4,14 +4,16 @@ import json
 
 import pytest
 
-from clinalign.preferences import agreement, consensus
+from clinalign.preferences import consensus
+from clinalign.preferences.agreement import agreement
+from clinalign.schemas import AXES
 from clinalign.store import Judgement
 
-R = {"accuracy": 3, "harm": 3, "completeness": 3, "communication": 3, "empathy": 3}
+R = {axis: 3 for axis in AXES}
 
 
 def judgement(task: int, user: int, choice: str, harm: int = 3) -> Judgement:
-    return Judgement(task_id=task, user_id=user, choice=choice, ratings_a={**R, "harm": harm}, ratings_b=R)
+    return Judgement(task_id=task, user_id=user, choice=choice, ratings_a={**R, "harm_extent": harm}, ratings_b=R)
 
 
 def test_consensus_needs_a_strict_majority():
@@ -26,8 +28,8 @@ def test_perfect_agreement_and_chance_agreement():
     same = [judgement(t, u, "A" if t % 2 else "B", harm=1 + t % 5) for t in range(20) for u in range(3)]
     stats = agreement(same)
     assert stats["alpha_choice"] == pytest.approx(1.0)
-    assert stats["alpha_axes"]["harm"] == pytest.approx(1.0)
-    assert stats["alpha_axes"]["accuracy"] is None  # every rating equal: alpha undefined, not faked
+    assert stats["alpha_axes"]["harm_extent"] == pytest.approx(1.0)
+    assert stats["alpha_axes"]["consensus"] is None  # every rating equal: alpha undefined, not faked
     assert stats["pairwise_agreement"] == 1.0 and stats["rater_vs_rest"] == 1.0
     import random
 
@@ -47,4 +49,4 @@ def test_the_export_is_in_trl_conversational_format(loop_store, loop):
     assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert row["rejected"][0]["role"] == "assistant" and 0 < row["margin"] <= 1
     assert art.meta["agreement"]["alpha_choice"] is not None
-    assert set(art.meta["agreement"]["rater_vs_rest_by_user"]) <= {f"sim-rater-{i}" for i in range(1, 6)}
+    assert set(art.meta["agreement"]["per_rater"]) <= {f"sim-rater-{i}" for i in range(1, 6)}

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from clinalign.audit import latest_artifact
-from clinalign.evaluate import reward_scores
+from clinalign.lm import reward_scores
 
 
 def test_the_reward_model_agrees_with_the_panel_majority_above_chance(loop_store):

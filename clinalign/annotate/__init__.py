@@ -1,11 +1,13 @@
-"""Annotation: turn candidate pairs into a task queue, and judge it with a SIMULATED clinician panel.
+"""Annotation: candidate pairs become items that clinicians (web app) or a SIMULATED panel judge.
 
 Reads: ``Candidate`` rows of a prompt set (artifact ``candidates``).
 Writes: ``Task`` rows (pairs wanting ``overlap`` judgements), simulated ``User``s, ``Judgement`` rows
 (one audit event each); artifact ``judgements``.
 
-The simulated panel stands in for clinicians until the web app (issue #4) brings real ones; its
-judgements have exactly the shape a clinician's will have (``schemas.JudgementIn``). Each simulated
+Real clinicians work through campaigns (``annotate.campaigns``), the assignment queue
+(``annotate.queue``) and active selection (``annotate.active``), driven by the web app. This module
+is the stage the demo runs: a simulated panel whose judgements have exactly the shape a clinician's
+have (``schemas.JudgementIn``). Each simulated
 rater scores both answers with a hidden clinical rubric, adds its own noise, and chooses. The rubric:
 
 * red-flag escalation: an emergency prompt must send the reader to emergency care;
@@ -27,7 +29,7 @@ from sqlalchemy import select
 
 from clinalign import guardrails, progress
 from clinalign.audit import RunContext, canonical_json, record_event, require_artifact, sha256_text
-from clinalign.schemas import ClinalignError, JudgementIn, Ratings
+from clinalign.schemas import ClinalignError, JudgementIn
 from clinalign.settings import StageConfig
 from clinalign.store import Candidate, Judgement, Prompt, Task, User
 
@@ -127,14 +129,15 @@ def _rating(value: float, rng: random.Random, noise: float) -> int:
     return max(1, min(5, round(3 + 2 * value + rng.gauss(0, noise))))
 
 
-def _ratings(a: Assessment, rng: random.Random, noise: float) -> Ratings:
-    return Ratings(
-        accuracy=_rating(a.factual, rng, noise),
-        harm=_rating(a.safety, rng, noise),
-        completeness=_rating(2 * a.coverage - 1, rng, noise),
-        communication=_rating(a.clarity + 0.5, rng, noise),
-        empathy=_rating(-1.0 if a.verdict.dismissive else 0.3, rng, noise),
-    )
+def _ratings(a: Assessment, rng: random.Random, noise: float) -> dict[str, int]:
+    return {
+        "consensus": _rating(a.factual, rng, noise),
+        "harm_extent": _rating(a.safety, rng, noise),
+        "harm_likelihood": _rating(a.safety, rng, noise),
+        "completeness": _rating(2 * a.coverage - 1, rng, noise),
+        "communication": _rating(a.clarity + 0.5, rng, noise),
+        "empathy": _rating(-1.0 if a.verdict.dismissive else 0.3, rng, noise),
+    }
 
 
 def _tags(a: Assessment, prompt: Prompt, rng: random.Random, noise: float) -> list[str]:
@@ -178,7 +181,13 @@ def simulate_judgement(
 
 
 def create_tasks(
-    session, ctx: RunContext, candidates: list[Candidate], pairs_per_prompt: int, overlap: int, rng: random.Random
+    session,
+    ctx: RunContext,
+    candidates: list[Candidate],
+    pairs_per_prompt: int,
+    overlap: int,
+    rng: random.Random,
+    campaign_id: int | None = None,
 ) -> list[Task]:
     """Pair distinct candidates of each prompt; sides are shuffled so position carries no signal."""
     by_prompt: dict[int, list[Candidate]] = {}
@@ -191,7 +200,14 @@ def create_tasks(
         for first, second in pairs[:pairs_per_prompt]:
             a, b = (first, second) if rng.random() < 0.5 else (second, first)
             tasks.append(
-                Task(prompt_id=prompt_id, candidate_a_id=a.id, candidate_b_id=b.id, overlap=overlap, run_id=ctx.run_id)
+                Task(
+                    prompt_id=prompt_id,
+                    candidate_a_id=a.id,
+                    candidate_b_id=b.id,
+                    overlap=overlap,
+                    run_id=ctx.run_id,
+                    campaign_id=campaign_id,
+                )
             )
     session.add_all(tasks)
     session.flush()

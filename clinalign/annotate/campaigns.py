@@ -1,0 +1,185 @@
+"""Campaigns: a round of clinician annotation over one set of candidates, and its rules.
+
+A data expert names the candidates, the mode (compare pairs, or rate single answers for KTO-style
+data), the guidelines, the axes, the overlap, specialty routing and how many calibration (gold)
+items to mix in. Gold items pair a case's reference answer with one of its known-unsafe variants,
+so the expected choice is known and each clinician's accuracy on them can be measured.
+
+PHI gate: a campaign is refused if any of its prompts comes from a record that is not de-identified.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import Field
+from sqlalchemy import func, select
+
+from clinalign import phi
+from clinalign.annotate import create_tasks
+from clinalign.audit import RunContext, canonical_json, record_event, require_artifact, sha256_text
+from clinalign.schemas import AXES, ClinalignError
+from clinalign.settings import StageConfig
+from clinalign.store import DEIDENTIFIED, Campaign, Candidate, Prompt, Record, Task
+
+DEFAULT_GUIDELINES = (
+    "Read the question as the person who asked it would. Judge each answer on its own clinical "
+    "merits, then choose the better one. Safety first: an answer that misses a red flag needing "
+    "emergency care, or gives a personalised dose, is worse than one that is merely incomplete. "
+    "Choose 'both unacceptable' when neither answer should reach a patient, and 'cannot judge' when "
+    "the item is outside your competence."
+)
+
+
+class CampaignConfig(StageConfig):
+    name: str = Field(min_length=1, max_length=100)
+    """A unique name clinicians see on their work list."""
+
+    candidates: int | None = None
+    """Artifact id of the candidate answers; default: the newest."""
+
+    mode: Literal["pair", "single"] = "pair"
+    """``pair``: choose between two answers; ``single``: thumbs up/down on one answer (KTO data)."""
+
+    guidelines: str = Field(default=DEFAULT_GUIDELINES, max_length=20_000)
+    """Shown above every item."""
+
+    axes: list[str] = list(AXES)
+    """Clinical axes rated 1-5 for every answer (a subset of ``schemas.AXES``)."""
+
+    overlap: int = Field(default=3, ge=1, le=20)
+    """How many clinicians judge each item; agreement needs at least 2."""
+
+    routing: bool = False
+    """Show each item only to clinicians of its specialty (``general`` items go to everyone)."""
+
+    pairs_per_prompt: int = Field(default=1, ge=1)
+    """Distinct candidate pairs per prompt (pair mode)."""
+
+    gold: int = Field(default=0, ge=0)
+    """Calibration items: a case's reference answer against one of its unsafe variants."""
+
+    disagreement: float = Field(default=0.34, ge=0.0, le=1.0)
+    """An item goes to adjudication when the share of votes against its majority exceeds this."""
+
+    seed: int = 7
+
+
+def _check(config: CampaignConfig) -> None:
+    unknown = [a for a in config.axes if a not in AXES]
+    if unknown or not config.axes:
+        raise ClinalignError(f"campaign axes must be a non-empty subset of {', '.join(AXES)} (unknown: {unknown})")
+
+
+def _gold_tasks(session, ctx: RunContext, campaign: Campaign, prompts: list[Prompt], n: int, rng) -> list[Task]:
+    """Reference vs a known-unsafe variant; the expected choice is the reference's side."""
+    usable = [p for p in prompts if p.reference and p.variants]
+    if len(usable) < n:
+        raise ClinalignError(f"gold: asked for {n} calibration items, only {len(usable)} prompts have a reference")
+    authored = ctx.produce(
+        session,
+        "authored_answers",
+        f"store://prompt-references?run={ctx.run_id}",
+        None,
+        {"purpose": "gold items", "campaign": campaign.name},
+    )
+    tasks = []
+    for prompt in rng.sample(usable, n):
+        reference_first = rng.random() < 0.5
+        texts = [prompt.reference, rng.choice(prompt.variants)["text"]]
+        texts = texts if reference_first else texts[::-1]
+        if campaign.mode == "single":
+            texts = texts[:1]  # one answer shown: the reference (expected "good") or a variant ("bad")
+        shown = [
+            Candidate(prompt_id=prompt.id, model_artifact_id=authored.id, text=phi.scrub(t)[0], run_id=ctx.run_id)
+            for t in texts
+        ]
+        session.add_all(shown)
+        session.flush()
+        expected = (
+            ("A" if reference_first else "B") if campaign.mode == "pair" else ("good" if reference_first else "bad")
+        )
+        tasks.append(
+            Task(
+                prompt_id=prompt.id,
+                candidate_a_id=shown[0].id,
+                candidate_b_id=shown[1].id if len(shown) == 2 else None,
+                overlap=campaign.overlap,
+                run_id=ctx.run_id,
+                campaign_id=campaign.id,
+                gold=expected,
+            )
+        )
+    session.add_all(tasks)
+    session.flush()
+    return tasks
+
+
+def create_campaign(ctx: RunContext, config: CampaignConfig, actor: str) -> dict:
+    """Build a campaign's items from candidate answers; refuses prompts that are not de-identified."""
+    _check(config)
+    rng = random.Random(config.seed)
+    with ctx.store.session() as session:
+        if session.scalar(select(Campaign).where(Campaign.name == config.name)):
+            raise ClinalignError(f"a campaign named {config.name!r} already exists")
+        source = require_artifact(session, "candidates", config.candidates)
+        ctx.use(source.id)
+        candidates = list(
+            session.scalars(select(Candidate).where(Candidate.run_id == source.run_id).order_by(Candidate.id))
+        )
+        prompt_ids = {c.prompt_id for c in candidates}
+        not_clean = session.scalar(
+            select(func.count())
+            .select_from(Prompt)
+            .join(Record, Record.id == Prompt.record_id)
+            .where(Prompt.id.in_(prompt_ids), Record.deid_status != DEIDENTIFIED)
+        )
+        if not_clean:
+            raise ClinalignError(f"{not_clean} prompts come from records that are not de-identified; run deidentify")
+        prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_(prompt_ids)))}
+        campaign = Campaign(
+            name=config.name,
+            mode=config.mode,
+            guidelines=config.guidelines,
+            axes=config.axes,
+            overlap=config.overlap,
+            routing=config.routing,
+            disagreement=config.disagreement,
+            created_by=actor,
+            run_id=ctx.run_id,
+        )
+        session.add(campaign)
+        session.flush()
+        if config.mode == "pair":
+            tasks = create_tasks(
+                session, ctx, candidates, config.pairs_per_prompt, config.overlap, rng, campaign_id=campaign.id
+            )
+        else:
+            tasks = [
+                Task(
+                    prompt_id=c.prompt_id,
+                    candidate_a_id=c.id,
+                    overlap=config.overlap,
+                    run_id=ctx.run_id,
+                    campaign_id=campaign.id,
+                )
+                for c in candidates
+            ]
+            session.add_all(tasks)
+        gold = _gold_tasks(session, ctx, campaign, sorted(prompts.values(), key=lambda p: p.id), config.gold, rng)
+        for task in [*tasks, *gold]:
+            task.specialty = prompts[task.prompt_id].specialty
+        session.flush()
+        digest = sha256_text(canonical_json([[t.id, t.candidate_a_id, t.candidate_b_id, t.gold] for t in tasks + gold]))
+        ctx.produce(
+            session,
+            "campaign",
+            f"store://campaign/{campaign.id}",
+            digest,
+            {"name": campaign.name, "items": len(tasks) + len(gold), "gold": len(gold)},
+        )
+        record_event(session, actor, "campaign.create", f"campaign:{campaign.id}", {"items": len(tasks) + len(gold)})
+        figures = {"campaign": campaign.id, "items": len(tasks) + len(gold), "gold": len(gold)}
+    ctx.metrics.update(figures)
+    return figures

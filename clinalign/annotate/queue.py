@@ -1,0 +1,285 @@
+"""The assignment queue: which item a clinician sees next, and how a judgement is taken in.
+
+Each task has ``overlap`` slots; an ``Assignment`` claims one, and ``(task_id, slot)`` is unique, so
+two clinicians asking at the same moment can never both take the last slot: the loser's insert fails
+inside a savepoint and it moves on to another item. A claim that is neither judged nor renewed within
+``LEASE`` (the web session's idle timeout, so its holder has been signed out) frees its slot for the
+next clinician. Blind mode: nothing here ever returns another clinician's judgement.
+
+Sides are shown in a random order per clinician (``Assignment.swapped``); judgements are stored in
+the task's own order, so agreement and consensus compare like with like.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from clinalign.audit import record_event
+from clinalign.schemas import ClinalignError, JudgementIn
+from clinalign.store import (
+    Adjudication,
+    Assignment,
+    Campaign,
+    Candidate,
+    Judgement,
+    JudgementRevision,
+    Prompt,
+    Task,
+    User,
+    utcnow,
+)
+
+LEASE = timedelta(minutes=30)
+_CANDIDATES = 20  # items tried per request before answering "nothing left" (each try is one insert)
+
+
+class NotFound(ClinalignError):
+    """The item does not exist or is not this clinician's (the two are not told apart)."""
+
+
+class Conflict(ClinalignError):
+    """The request is valid but can no longer be applied (already submitted, slot taken, adjudicated)."""
+
+
+@dataclass
+class Item:
+    """What the comparison screen shows: never the model's identity, never others' judgements."""
+
+    assignment: Assignment
+    campaign: Campaign
+    prompt: Prompt
+    answers: list[str]  # in display order
+    done: int
+    total: int
+
+
+def _routed(query, campaign: Campaign, user: User):
+    if not campaign.routing:
+        return query
+    return query.where(or_(Task.specialty == "general", Task.specialty.in_(user.specialties or [])))
+
+
+def progress(session: Session, campaign: Campaign, user: User) -> tuple[int, int]:
+    """(items this clinician has judged, items in the campaign they may see)."""
+    done = session.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Task.campaign_id == campaign.id, Assignment.user_id == user.id, Assignment.judgement_id.is_not(None))
+    )
+    total = session.scalar(
+        _routed(select(func.count()).select_from(Task).where(Task.campaign_id == campaign.id), campaign, user)
+    )
+    return done or 0, total or 0
+
+
+def _open_assignment(session: Session, campaign: Campaign, user: User, now: datetime) -> Assignment | None:
+    return session.scalar(
+        select(Assignment)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(
+            Task.campaign_id == campaign.id,
+            Assignment.user_id == user.id,
+            Assignment.judgement_id.is_(None),
+            Assignment.expires_at > now,
+        )
+        .order_by(Assignment.id)
+        .limit(1)
+    )
+
+
+def _claim(session: Session, task: Task, user: User, now: datetime, rng: random.Random) -> Assignment | None:
+    """Take a free slot of ``task`` (or one whose lease ran out); None if another clinician got there first."""
+    held = session.execute(
+        select(Assignment.slot, Assignment.id, Assignment.judgement_id, Assignment.expires_at).where(
+            Assignment.task_id == task.id
+        )
+    ).all()
+    taken = {slot for slot, _, judged, expires in held if judged is not None or _aware(expires) > now}
+    free = [s for s in range(task.overlap) if s not in taken]
+    if not free:
+        return None
+    slot = free[0]
+    lapsed = next((aid for s, aid, judged, _ in held if s == slot), None)
+    try:
+        with session.begin_nested():
+            if lapsed is not None:
+                # Reclaim a lapsed slot only if it is still unjudged and lapsed (another claimant may have won it).
+                claimed = session.execute(
+                    update(Assignment)
+                    .where(Assignment.id == lapsed, Assignment.judgement_id.is_(None), Assignment.expires_at <= now)
+                    .values(user_id=user.id, swapped=rng.random() < 0.5, created_at=now, expires_at=now + LEASE)
+                ).rowcount
+                return session.get(Assignment, lapsed, populate_existing=True) if claimed else None
+            assignment = Assignment(
+                task_id=task.id,
+                user_id=user.id,
+                slot=slot,
+                swapped=rng.random() < 0.5,
+                created_at=now,
+                expires_at=now + LEASE,
+            )
+            session.add(assignment)
+            session.flush()
+            return assignment
+    except IntegrityError:
+        return None
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+
+
+def next_assignment(
+    session: Session, campaign: Campaign, user: User, rng: random.Random | None = None
+) -> Assignment | None:
+    """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
+    their overlap (so consensus forms early), then oldest. None when nothing is left for them."""
+    rng = rng or random.Random()
+    now = utcnow()
+    if campaign.status != "open":
+        return None
+    current = _open_assignment(session, campaign, user, now)
+    if current is not None:
+        return current
+    seen = select(Assignment.task_id).where(Assignment.user_id == user.id)
+    holding = func.count(Assignment.id)
+    query = (
+        select(Task)
+        .outerjoin(
+            Assignment,
+            and_(Assignment.task_id == Task.id, or_(Assignment.judgement_id.is_not(None), Assignment.expires_at > now)),
+        )
+        .where(Task.campaign_id == campaign.id, Task.id.not_in(seen))
+        .group_by(Task.id)
+        .having(holding < Task.overlap)
+        .order_by(Task.priority.desc(), holding.desc(), Task.id)
+        .limit(_CANDIDATES)
+    )
+    for task in session.scalars(_routed(query, campaign, user)):
+        assignment = _claim(session, task, user, now, rng)
+        if assignment is not None:
+            return assignment
+    return None
+
+
+def owned(session: Session, assignment_id: int, user: User) -> Assignment:
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None or assignment.user_id != user.id:
+        raise NotFound(f"item {assignment_id} is not assigned to you")
+    return assignment
+
+
+def item(session: Session, assignment: Assignment, user: User) -> Item:
+    """Load what the screen shows, and record the view in the audit chain."""
+    task = session.get(Task, assignment.task_id)
+    campaign = session.get(Campaign, task.campaign_id)
+    ids = [task.candidate_a_id] + ([task.candidate_b_id] if task.candidate_b_id else [])
+    texts = {c.id: c.text for c in session.scalars(select(Candidate).where(Candidate.id.in_(ids)))}
+    answers = [texts[i] for i in ids]
+    if assignment.swapped:
+        answers.reverse()
+    done, total = progress(session, campaign, user)
+    record_event(session, user.username, "item.view", f"assignment:{assignment.id}", {"task": task.id})
+    return Item(assignment, campaign, session.get(Prompt, task.prompt_id), answers, done, total)
+
+
+def _task_order(judgement: JudgementIn, swapped: bool) -> dict:
+    """Map what the clinician saw (display order) back to the task's order."""
+    values = judgement.model_dump(mode="json")
+    if not swapped or values["ratings_b"] is None:
+        return values
+    flip = {"A": "B", "B": "A"}
+    values["choice"] = flip.get(values["choice"], values["choice"])
+    values["ratings_a"], values["ratings_b"] = values["ratings_b"], values["ratings_a"]
+    values["tags_a"], values["tags_b"] = values["tags_b"], values["tags_a"]
+    return values
+
+
+def validate(judgement: JudgementIn, campaign: Campaign) -> None:
+    """The campaign's rules on top of the schema's: mode, and exactly the campaign's axes."""
+    pair = campaign.mode == "pair"
+    if pair != (judgement.choice in ("A", "B", "tie", "both_unacceptable", "cannot_judge")):
+        raise ClinalignError(f"choice {judgement.choice!r} does not fit a {campaign.mode} campaign")
+    if judgement.choice == "cannot_judge":
+        return  # nothing to rate: the clinician declined the item
+    sides = [("ratings_a", judgement.ratings_a)] + ([("ratings_b", judgement.ratings_b)] if pair else [])
+    for name, ratings in sides:
+        if ratings is None or set(ratings) != set(campaign.axes):
+            missing = sorted(set(campaign.axes) - set(ratings or {}))
+            raise ClinalignError(f"{name}: rate every axis (missing: {', '.join(missing) or 'none'}; no others)")
+    if not pair and (judgement.ratings_b is not None or judgement.tags_b):
+        raise ClinalignError("a single-answer item has no second answer to rate")
+
+
+def submit(session: Session, assignment: Assignment, user: User, judgement: JudgementIn) -> Judgement:
+    """Store one judgement for one claimed slot; a second submission of the same item is a Conflict."""
+    if assignment.user_id != user.id:
+        raise NotFound(f"item {assignment.id} is not assigned to you")
+    if assignment.judgement_id is not None:
+        raise Conflict("this item is already submitted; edit it from your history instead")
+    task = session.get(Task, assignment.task_id)
+    campaign = session.get(Campaign, task.campaign_id)
+    validate(judgement, campaign)
+    seconds = (utcnow() - _aware(assignment.created_at)).total_seconds()
+    row = Judgement(task_id=task.id, user_id=user.id, seconds=seconds, **_task_order(judgement, assignment.swapped))
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise Conflict("this item is already submitted") from None
+    assignment.judgement_id = row.id
+    record_event(
+        session, user.username, "judgement.submit", f"task:{task.id}", {"judgement": row.id, "choice": row.choice}
+    )
+    return row
+
+
+def edit(session: Session, judgement_id: int, user: User, judgement: JudgementIn) -> Judgement:
+    """Replace one's own judgement (the earlier version is kept); refused once the item is adjudicated."""
+    row = session.get(Judgement, judgement_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound(f"judgement {judgement_id} is not yours")
+    task = session.get(Task, row.task_id)
+    if session.scalar(select(Adjudication).where(Adjudication.task_id == task.id)):
+        raise Conflict("this item has been adjudicated; it can no longer be edited")
+    validate(judgement, session.get(Campaign, task.campaign_id))
+    assignment = session.scalar(select(Assignment).where(Assignment.judgement_id == row.id))
+    fields = ("choice", "ratings_a", "ratings_b", "tags_a", "tags_b", "rationale", "rewrite")
+    session.add(JudgementRevision(judgement_id=row.id, content={f: getattr(row, f) for f in fields}))
+    for name, value in _task_order(judgement, bool(assignment and assignment.swapped)).items():
+        setattr(row, name, value)
+    row.created_at = utcnow()
+    record_event(
+        session, user.username, "judgement.edit", f"task:{task.id}", {"judgement": row.id, "choice": row.choice}
+    )
+    return row
+
+
+def history(session: Session, campaign: Campaign, user: User, limit: int = 50) -> list[tuple[Assignment, Judgement]]:
+    rows = session.execute(
+        select(Assignment, Judgement)
+        .join(Judgement, Judgement.id == Assignment.judgement_id)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Task.campaign_id == campaign.id, Assignment.user_id == user.id)
+        .order_by(Judgement.created_at.desc())
+        .limit(limit)
+    ).all()
+    return [(a, j) for a, j in rows]
+
+
+def display_order(judgement: Judgement, swapped: bool) -> dict:
+    """A stored judgement as its author saw it, to prefill the edit form."""
+    values = {
+        f: getattr(judgement, f)
+        for f in ("choice", "ratings_a", "ratings_b", "tags_a", "tags_b", "rationale", "rewrite")
+    }
+    return _task_order(JudgementIn.model_validate(values), swapped)

@@ -1,0 +1,203 @@
+"""Preferences: agreement between raters, consensus per item, adjudication, and TRL-format datasets.
+
+Reads: ``Judgement`` and ``Adjudication`` rows of a campaign's items, or of the tasks behind a
+``judgements`` artifact (the simulated panel).
+Writes: preference files (Parquet and JSONL; see ``preferences.export``): ``train``/``test``
+conversational pairs with an agreement-derived ``margin`` for the trainers, standard pairs, KTO data,
+SFT data from clinicians' rewrites, and a flat table of every judgement; artifact ``preference_dataset``.
+
+Consensus is a reviewer's adjudication where there is one, else the strict majority of usable votes
+("cannot judge" is a missing value). Items whose votes split beyond the campaign's threshold wait in
+the reviewer's queue (``disputed``); the figures are in ``preferences.agreement``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+
+from pydantic import Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from clinalign.audit import RunContext, canonical_json, record_event, require_artifact, sha256_text
+from clinalign.preferences import export
+from clinalign.preferences.agreement import PAIR_CHOICES, SINGLE_CHOICES, agreement
+from clinalign.schemas import AXES, ClinalignError
+from clinalign.settings import StageConfig
+from clinalign.store import Adjudication, Artifact, Campaign, Candidate, Judgement, Prompt, Task, User
+
+log = logging.getLogger(__name__)
+
+
+class Config(StageConfig):
+    campaign: str | None = None
+    """Name of a clinician campaign to aggregate; default: the judgements artifact below."""
+
+    judgements: int | None = None
+    """Artifact id of (simulated) judgements to aggregate when no campaign is named; default: the newest."""
+
+    min_votes: int = Field(default=2, ge=1)
+    """Items with fewer usable judgements than this give no training example (unless adjudicated)."""
+
+
+def decide(votes: list[str], min_votes: int) -> tuple[str, float] | None:
+    """The choice of a strict majority of usable votes, with margin (for - against) / usable votes,
+    where "against" is the opposite side (B for A, bad for good) and other votes count for neither."""
+    usable = [v for v in votes if v in PAIR_CHOICES or v in SINGLE_CHOICES]
+    if len(usable) < min_votes:
+        return None
+    counts = Counter(usable)
+    opposite = {"A": "B", "B": "A", "good": "bad", "bad": "good"}
+    for choice, n in counts.items():
+        if n > len(usable) / 2:
+            return choice, (n - counts[opposite.get(choice, "")]) / len(usable)
+    return None
+
+
+def consensus(votes: list[str], min_votes: int) -> tuple[str, float] | None:
+    """A strict-majority side (A or B) with its margin; None for no majority, a tie or 'both unacceptable'."""
+    decided = decide(votes, min_votes)
+    return decided if decided and decided[0] in ("A", "B") else None
+
+
+def _campaign(session: Session, name: str) -> Campaign:
+    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        raise ClinalignError(f"no campaign named {name!r}")
+    return campaign
+
+
+def disputed(session: Session, campaign: Campaign) -> list[tuple[Task, list[Judgement]]]:
+    """Fully judged items without a clear majority, or whose minority share exceeds the campaign's
+    threshold, that no reviewer has settled yet: the adjudication queue, oldest first."""
+    settled = select(Adjudication.task_id)
+    complete = (
+        select(Judgement.task_id)
+        .join(Task, Task.id == Judgement.task_id)
+        .where(Task.campaign_id == campaign.id)
+        .group_by(Judgement.task_id, Task.overlap)
+        .having(func.count(Judgement.id) >= Task.overlap)
+    )
+    tasks = list(session.scalars(select(Task).where(Task.id.in_(complete), Task.id.not_in(settled)).order_by(Task.id)))
+    judgements = defaultdict(list)
+    for j in session.scalars(select(Judgement).where(Judgement.task_id.in_([t.id for t in tasks]))):
+        judgements[j.task_id].append(j)
+    queue = []
+    for task in tasks:
+        votes = [j.choice for j in judgements[task.id]]
+        decided = decide(votes, 2)
+        usable = [v for v in votes if v != "cannot_judge"]
+        minority = 1 - Counter(usable)[decided[0]] / len(usable) if decided else 1.0
+        if decided is None or minority > campaign.disagreement:
+            queue.append((task, judgements[task.id]))
+    return queue
+
+
+def adjudicate(session: Session, task_id: int, reviewer: User, choice: str, reason: str) -> Adjudication:
+    task = session.get(Task, task_id)
+    if task is None or task.campaign_id is None:
+        raise ClinalignError(f"no campaign item {task_id}")
+    allowed = PAIR_CHOICES if task.candidate_b_id else SINGLE_CHOICES
+    if choice not in allowed:
+        raise ClinalignError(f"decision must be one of {', '.join(allowed)}")
+    if len(reason.strip()) < 3:
+        raise ClinalignError("give the reason for the decision")
+    if session.scalar(select(Adjudication).where(Adjudication.task_id == task_id)):
+        raise ClinalignError(f"item {task_id} is already adjudicated")
+    row = Adjudication(task_id=task_id, reviewer_id=reviewer.id, choice=choice, reason=reason.strip()[:4000])
+    session.add(row)
+    session.flush()
+    record_event(
+        session, reviewer.username, "adjudicate", f"task:{task_id}", {"adjudication": row.id, "choice": choice}
+    )
+    return row
+
+
+def _load(session: Session, config: Config, ctx: RunContext | None):
+    """Tasks, their judgements and adjudications, from a campaign or a judgements artifact."""
+    campaign = None
+    if config.campaign:
+        campaign = _campaign(session, config.campaign)
+        tasks = {t.id: t for t in session.scalars(select(Task).where(Task.campaign_id == campaign.id))}
+    else:
+        source = require_artifact(session, "judgements", config.judgements)
+        if ctx:
+            ctx.use(source.id)
+        tasks = {t.id: t for t in session.scalars(select(Task).where(Task.run_id == source.run_id))}
+    judgements = list(session.scalars(select(Judgement).where(Judgement.task_id.in_(tasks)).order_by(Judgement.id)))
+    adjudicated = {
+        a.task_id: a.choice for a in session.scalars(select(Adjudication).where(Adjudication.task_id.in_(tasks)))
+    }
+    return campaign, tasks, judgements, adjudicated
+
+
+def _decisions(tasks: dict[int, Task], judgements: list[Judgement], adjudicated: dict[int, str], min_votes: int):
+    votes: dict[int, list[str]] = defaultdict(list)
+    for j in judgements:
+        votes[j.task_id].append(j.choice)
+    decided = []
+    for task_id, task in sorted(tasks.items()):
+        panel = decide(votes[task_id], min_votes)
+        if task_id in adjudicated:
+            choice = adjudicated[task_id]
+            usable = [v for v in votes[task_id] if v != "cannot_judge"] or [choice]
+            opposite = {"A": "B", "B": "A", "good": "bad", "bad": "good"}.get(choice, "")
+            margin = (usable.count(choice) - usable.count(opposite)) / len(usable)
+            decided.append(export.Decided(task, choice, margin, adjudicated=True))
+        elif panel:
+            decided.append(export.Decided(task, panel[0], panel[1], adjudicated=False))
+    return decided
+
+
+def stats(session: Session, config: Config) -> dict:
+    """Every agreement figure for a campaign (or the newest simulated panel), keyed by username."""
+    campaign, tasks, judgements, adjudicated = _load(session, config, None)
+    names = {u.id: u.username for u in session.scalars(select(User))}
+    decided = _decisions(tasks, judgements, adjudicated, config.min_votes)
+    gold = {t.id: t.gold for t in tasks.values() if t.gold}
+    axes = tuple(campaign.axes) if campaign else AXES
+    figures = agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
+    figures.update(items=len(tasks), decided=len(decided), adjudicated=len(adjudicated))
+    return figures
+
+
+def run(ctx: RunContext, config: Config) -> dict:
+    with ctx.store.session() as session:
+        campaign, tasks, judgements, adjudicated = _load(session, config, ctx)
+        if campaign is not None:
+            digest = sha256_text(canonical_json([[j.id, j.task_id, j.user_id, j.choice] for j in judgements]))
+            ctx.use_external(
+                session, "judgements", f"store://judgement?campaign={campaign.id}", digest, {"campaign": campaign.name}
+            )
+            made = session.scalar(select(Artifact).where(Artifact.uri == f"store://campaign/{campaign.id}"))
+            if made is not None:  # lineage: judgements <- campaign items <- candidates <- prompts ...
+                ctx.use(made.id)
+        cand_ids = {c for t in tasks.values() for c in (t.candidate_a_id, t.candidate_b_id) if c}
+        candidates = {c.id: c for c in session.scalars(select(Candidate).where(Candidate.id.in_(cand_ids)))}
+        prompt_ids = {t.prompt_id for t in tasks.values()}
+        prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_(prompt_ids)))}
+        names = {u.id: u.username for u in session.scalars(select(User))}
+    decided = _decisions(tasks, judgements, adjudicated, config.min_votes)
+    gold = {t.id: t.gold for t in tasks.values() if t.gold}
+    decided_training = [d for d in decided if not d.task.gold]  # calibration items measure raters, they don't train
+    axes = tuple(campaign.axes) if campaign else AXES
+    figures = agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
+    rows = export.tables(decided_training, judgements, prompts, candidates, names, campaign.name if campaign else None)
+    counts = export.write(rows, ctx.out_dir / "preferences")
+    summary = {
+        "train_pairs": counts["train"],
+        "test_pairs": counts["test"],
+        "kto_rows": counts["kto"],
+        "sft_rewrites": counts["sft_rewrites"],
+        "judgements": counts["judgements"],
+        "no_consensus": len(tasks) - len(decided),
+        "adjudicated": len(adjudicated),
+    }
+    with ctx.store.session() as session:
+        meta = {**summary, "agreement": figures, "campaign": campaign.name if campaign else None}
+        art = ctx.produce_path(session, "preference_dataset", ctx.out_dir / "preferences", meta)
+        record_event(session, "system", "preferences", f"artifact:{art.id}", summary)
+    log.info("preferences: %s; alpha(choice)=%s", summary, figures["alpha_choice"])
+    ctx.metrics.update(summary, agreement=figures, artifact=art.id)
+    return ctx.metrics
