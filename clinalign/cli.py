@@ -68,7 +68,14 @@ def render_metrics(stage: str, run_id: int, metrics: dict) -> None:
     console.print(table)
 
 
-def run_stage(stage: str, module_name: str, config_path: Path | None, overrides: list[str], call=None) -> dict:
+def run_stage(
+    stage: str,
+    module_name: str,
+    config_path: Path | None,
+    overrides: list[str],
+    call=None,
+    config_class: str = "Config",
+) -> dict:
     """Load the stage's config, open the store, run the stage (or ``call``) inside ``track_run``, show figures."""
     _quiet_libraries()
     from clinalign import progress
@@ -78,7 +85,7 @@ def run_stage(stage: str, module_name: str, config_path: Path | None, overrides:
 
     module = importlib.import_module(f"clinalign.{module_name}")
     try:
-        config = load_config(module.Config, config_path, overrides)
+        config = load_config(getattr(module, config_class), config_path, overrides)
         settings = Settings()
         store = Store.open(settings.url)
         with progress.shown(err_console), track_run(store, stage, config, settings.data_dir) as ctx:
@@ -215,16 +222,95 @@ def generate(
     run_stage("generate", "generate", config, set_ + ([f"model={model}"] if model else []))
 
 
-@app.command()
-def annotate(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+annotate_app = typer.Typer(help="Clinician campaigns, and the SIMULATED panel the demo uses.")
+app.add_typer(annotate_app, name="annotate")
+
+
+@annotate_app.callback(invoke_without_command=True)
+def annotate(ctx: typer.Context, config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Build the pairwise task queue and judge it with the SIMULATED clinician panel."""
-    run_stage("annotate", "annotate", config, set_)
+    if ctx.invoked_subcommand is None:
+        run_stage("annotate", "annotate", config, set_)
 
 
-@app.command()
-def preferences(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Measure agreement, take the consensus and export TRL preference pairs."""
-    run_stage("preferences", "preferences", config, set_)
+@annotate_app.command("campaign")
+def annotate_campaign(
+    name: str = typer.Option(..., "--name", help="A unique campaign name."),
+    actor: str = typer.Option(os.environ.get("USER", "cli"), help="Who creates it (for the audit trail)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Create a clinician campaign from candidate answers (see configs/annotate/campaign.yaml)."""
+    from clinalign.annotate import campaigns
+
+    run_stage(
+        "annotate",
+        "annotate.campaigns",
+        config,
+        set_ + [f"name={name}"],
+        call=lambda ctx_, cfg: campaigns.create_campaign(ctx_, cfg, actor),
+        config_class="CampaignConfig",
+    )
+
+
+@annotate_app.command("prioritise")
+def annotate_prioritise(
+    campaign: str = typer.Option(..., "--campaign", help="Campaign name."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Order a campaign's queue by reward-model uncertainty and clinician disagreement."""
+    from clinalign.annotate import active
+
+    run_stage(
+        "annotate",
+        "annotate.active",
+        config,
+        set_ + [f"campaign={campaign}"],
+        call=active.prioritise,
+        config_class="PrioritiseConfig",
+    )
+
+
+preferences_app = typer.Typer(help="Agreement, consensus, adjudicated decisions and TRL-format datasets.")
+app.add_typer(preferences_app, name="preferences")
+
+
+@preferences_app.callback(invoke_without_command=True)
+def preferences(
+    ctx: typer.Context,
+    campaign: str | None = typer.Option(None, "--campaign", help="A clinician campaign (default: simulated panel)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Measure agreement, take the consensus and export preference pairs, KTO, SFT and a flat table."""
+    if ctx.invoked_subcommand is None:
+        run_stage("preferences", "preferences", config, set_ + ([f"campaign={campaign}"] if campaign else []))
+
+
+@preferences_app.command("stats")
+def preferences_stats(
+    campaign: str | None = typer.Option(None, "--campaign", help="A clinician campaign (default: simulated panel)."),
+) -> None:
+    """Print every agreement figure: alpha, Fleiss, Cohen, Gwet's AC1, gold accuracy, vs consensus."""
+    from clinalign import preferences as stage
+    from clinalign.settings import Settings
+    from clinalign.store import Store
+
+    try:
+        with Store.open(Settings().url).session() as session:
+            figures = stage.stats(session, stage.Config(campaign=campaign))
+    except ClinalignError as err:
+        fail(str(err))
+    per_rater = figures.pop("per_rater")
+    render_metrics(f"agreement ({campaign or 'simulated panel'})", 0, figures)
+    table = Table(title="per rater", title_justify="left")
+    for column in ("rater", "judgements", "gold accuracy", "gold items", "vs consensus", "vs rest"):
+        table.add_column(column)
+    for name, r in per_rater.items():
+        cells = [r["judgements"], r["gold_accuracy"], r["gold_items"], r["vs_consensus"], r["vs_rest"]]
+        table.add_row(name, *("-" if c is None else f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells))
+    console.print(table)
 
 
 @train_app.command("sft")
@@ -302,6 +388,69 @@ def lineage(artifact_id: int = typer.Argument(..., help="Artifact id (see the re
                 console.print(f"{'  ' * step.depth}  {a.uri}", style="dim", highlight=False, soft_wrap=True)
     except ClinalignError as err:
         fail(str(err))
+
+
+@app.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Serve the clinician web app on the store named by the environment (migrated on start)."""
+    import uvicorn
+
+    from clinalign.web import create_app
+
+    try:
+        application = create_app()
+    except ClinalignError as err:
+        fail(str(err))
+    console.print(f"clinalign web on http://{host}:{port} (Ctrl+C to stop)")
+    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=True)
+
+
+users_app = typer.Typer(help="Accounts for the web app.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    username: str = typer.Argument(..., help="Lower-case login name."),
+    role: str = typer.Option(..., "--role", help="admin | data_expert | clinician | reviewer"),
+    specialty: list[str] = typer.Option([], "--specialty", help="Routes this specialty's items to them (repeatable)."),
+    sso: bool = typer.Option(False, "--sso", help="No password: signs in through the OpenID Connect provider."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Create an account; asks for the password twice (hidden) unless --password-stdin or --sso."""
+    from clinalign import accounts
+    from clinalign.settings import Settings
+    from clinalign.store import Store
+
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not sso:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with Store.open(Settings().url).session() as session:
+            user = accounts.create_user(session, username, role, password, os.environ.get("USER", "cli"), specialty)
+    except ClinalignError as err:
+        fail(str(err))
+    console.print(f"created {user.username} ({user.role})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every account, its role and whether it is active."""
+    from sqlalchemy import select
+
+    from clinalign.settings import Settings
+    from clinalign.store import Store, User
+
+    table = Table("username", "role", "specialties", "active", title="accounts", title_justify="left")
+    with Store.open(Settings().url).session() as session:
+        for user in session.scalars(select(User).where(User.simulated.is_(False)).order_by(User.username)):
+            table.add_row(user.username, user.role, ", ".join(user.specialties), "yes" if user.active else "no")
+    console.print(table)
 
 
 @app.command()

@@ -34,6 +34,20 @@ class Settings(BaseSettings):
     )
     """SQLAlchemy URL; defaults to SQLite at ``<data_dir>/clinalign.db``."""
 
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    """Web app: a session unused this long is closed (its holder's claimed items are freed as well)."""
+
+    oidc_issuer: str | None = None
+    """Web app: OpenID Connect issuer URL; sign-in through it is offered when set (with the two below)."""
+
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_username_claim: str = "preferred_username"
+    """The ID-token claim that names the clinalign account (which an admin must have created)."""
+
+    secret_key: str | None = None
+    """Signs the short-lived sign-in state of OpenID Connect; a random key per process when unset."""
+
     @property
     def url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'clinalign.db').resolve()}"

@@ -94,7 +94,9 @@ def _open_assignment(session: Session, campaign: Campaign, user: User, now: date
     )
 
 
-def _claim(session: Session, task: Task, user: User, now: datetime, rng: random.Random) -> Assignment | None:
+def _claim(
+    session: Session, task: Task, user: User, now: datetime, rng: random.Random, lease: timedelta
+) -> Assignment | None:
     """Take a free slot of ``task`` (or one whose lease ran out); None if another clinician got there first."""
     held = session.execute(
         select(Assignment.slot, Assignment.id, Assignment.judgement_id, Assignment.expires_at).where(
@@ -114,7 +116,7 @@ def _claim(session: Session, task: Task, user: User, now: datetime, rng: random.
                 claimed = session.execute(
                     update(Assignment)
                     .where(Assignment.id == lapsed, Assignment.judgement_id.is_(None), Assignment.expires_at <= now)
-                    .values(user_id=user.id, swapped=rng.random() < 0.5, created_at=now, expires_at=now + LEASE)
+                    .values(user_id=user.id, swapped=rng.random() < 0.5, created_at=now, expires_at=now + lease)
                 ).rowcount
                 return session.get(Assignment, lapsed, populate_existing=True) if claimed else None
             assignment = Assignment(
@@ -123,7 +125,7 @@ def _claim(session: Session, task: Task, user: User, now: datetime, rng: random.
                 slot=slot,
                 swapped=rng.random() < 0.5,
                 created_at=now,
-                expires_at=now + LEASE,
+                expires_at=now + lease,
             )
             session.add(assignment)
             session.flush()
@@ -138,7 +140,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 def next_assignment(
-    session: Session, campaign: Campaign, user: User, rng: random.Random | None = None
+    session: Session, campaign: Campaign, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
 ) -> Assignment | None:
     """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
     their overlap (so consensus forms early), then oldest. None when nothing is left for them."""
@@ -164,7 +166,7 @@ def next_assignment(
         .limit(_CANDIDATES)
     )
     for task in session.scalars(_routed(query, campaign, user)):
-        assignment = _claim(session, task, user, now, rng)
+        assignment = _claim(session, task, user, now, rng, lease)
         if assignment is not None:
             return assignment
     return None

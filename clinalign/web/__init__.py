@@ -1,0 +1,112 @@
+"""The clinician web app: sign-in, campaigns, the comparison screen, agreement, adjudication, export.
+
+A thin shell over the stages (DESIGN.md rule 3): routes parse forms, call one domain function from
+``annotate``, ``preferences`` or ``accounts``, and render a server-side Jinja2 page. It runs on the
+same store as the CLI (settings from the environment) and migrates it on start.
+
+Clinicians never see a stack trace: known errors become a 4xx page that says what to do, anything
+else a generic 500 page; logs carry the exception type only, since a message could quote PHI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import jinja2
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from clinalign.accounts import SignInRefused
+from clinalign.annotate.queue import Conflict, NotFound
+from clinalign.schemas import AXIS_LABELS, ERROR_TAG_LABELS, ClinalignError
+from clinalign.settings import Settings
+from clinalign.store import Store
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+MAX_BODY = 256 * 1024  # the longest form (a rewrite plus a rationale) is far below this
+
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template, whatever its extension: reviewers read clinicians' free text
+        undefined=jinja2.StrictUndefined,
+    )
+)
+templates.env.globals.update(AXIS_LABELS=AXIS_LABELS, ERROR_TAG_LABELS=ERROR_TAG_LABELS)
+
+
+def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+    found = getattr(request.state, "visitor", None)
+    return templates.TemplateResponse(
+        request, name, {"visitor": found, "csrf": found.csrf if found else "", **context}, status_code=status
+    )
+
+
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    if status == 401 and request.method == "GET":
+        return RedirectResponse("/login?next=" + request.url.path, status_code=303)
+    return render(request, "error.html.j2", status=status, status_code=status, message=message)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # exports run in-process; no bars in server logs
+    settings = settings or Settings()
+    app = FastAPI(title="clinalign", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.store = store or Store.open(settings.url)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return _error_page(request, 411, "A form must say how long it is.")
+            if int(length) > MAX_BODY:
+                return _error_page(request, 413, f"This form is too large (over {MAX_BODY // 1024} KB).")
+        try:
+            response = await call_next(request)
+        except Exception as err:  # noqa: BLE001 - the last line of defence: no trace, no message (PHI)
+            log.error("unhandled %s on %s %s", type(err).__name__, request.method, request.url.path)
+            response = _error_page(
+                request, 500, "Something went wrong on our side. Nothing was half-saved; please try again."
+            )
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return _error_page(request, err.status_code, str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        fields = sorted({".".join(str(p) for p in e["loc"][1:]) or "form" for e in err.errors()})
+        return _error_page(request, 422, f"Some fields are missing or invalid: {', '.join(fields)}.")
+
+    @app.exception_handler(ClinalignError)
+    async def refused(request: Request, err: ClinalignError):
+        status = 404 if isinstance(err, NotFound) else 409 if isinstance(err, Conflict) else 400
+        if isinstance(err, SignInRefused):
+            status = 401
+        return _error_page(request, status, str(err))
+
+    from clinalign.web import admin, auth, campaigns, oidc, review, work
+
+    oidc.install(app, settings)
+
+    for module in (auth, work, campaigns, review, admin):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app

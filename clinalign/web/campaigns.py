@@ -1,0 +1,143 @@
+"""Data experts' pages: campaigns (create, list), the agreement dashboard, and exports."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import func, select
+
+from clinalign import preferences
+from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, CampaignConfig, create_campaign
+from clinalign.audit import artifacts, record_event, track_run
+from clinalign.schemas import AXES
+from clinalign.store import Campaign, Judgement, Task
+from clinalign.web import render
+from clinalign.web.security import Visitor, check_csrf, require
+
+router = APIRouter()
+experts = require("data_expert", "admin")
+readers = require("data_expert", "admin", "reviewer")
+
+
+def _campaign(session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(status_code=404, detail=f"No campaign {campaign_id}.")
+    return campaign
+
+
+@router.get("/campaigns")
+def campaign_list(request: Request, found: Visitor = Depends(readers)):
+    with request.app.state.store.session() as session:
+        campaigns = list(session.scalars(select(Campaign).order_by(Campaign.id)))
+        counts = dict(
+            session.execute(
+                select(Task.campaign_id, func.count(Judgement.id))
+                .join(Judgement, Judgement.task_id == Task.id)
+                .group_by(Task.campaign_id)
+            ).all()
+        )
+        items = dict(session.execute(select(Task.campaign_id, func.sum(Task.overlap)).group_by(Task.campaign_id)).all())
+    rows = [(c, counts.get(c.id, 0), items.get(c.id) or 0) for c in campaigns]
+    return render(request, "campaigns.html.j2", rows=rows)
+
+
+@router.get("/campaigns/new")
+def new_campaign(request: Request, found: Visitor = Depends(experts)):
+    with request.app.state.store.session() as session:
+        sources = artifacts(session, "candidates")
+    return render(request, "campaign_new.html.j2", sources=sources, axes=AXES, guidelines=DEFAULT_GUIDELINES)
+
+
+@router.post("/campaigns")
+def create(
+    request: Request,
+    found: Visitor = Depends(experts),
+    csrf: str = Form(max_length=100),
+    name: str = Form(max_length=100),
+    candidates: int = Form(),
+    mode: str = Form(max_length=10),
+    overlap: int = Form(ge=1, le=20),
+    gold: int = Form(default=0, ge=0, le=10_000),
+    guidelines: str = Form(default="", max_length=20_000),
+    axes: list[str] = Form(default=[]),
+    routing: bool = Form(default=False),
+    disagreement: float = Form(default=0.34, ge=0, le=1),
+):
+    check_csrf(found.csrf, csrf)
+    try:
+        config = CampaignConfig(
+            name=name.strip(),
+            candidates=candidates,
+            mode=mode,
+            overlap=overlap,
+            gold=gold,
+            guidelines=guidelines.strip() or DEFAULT_GUIDELINES,
+            axes=axes,
+            routing=routing,
+            disagreement=disagreement,
+        )
+    except ValueError as err:
+        raise HTTPException(status_code=422, detail=f"Invalid campaign: {err.__class__.__name__}") from None
+    settings = request.app.state.settings
+    with track_run(request.app.state.store, "annotate", config, settings.data_dir) as ctx:
+        figures = create_campaign(ctx, config, actor=found.user.username)
+    return RedirectResponse(f"/campaigns/{figures['campaign']}", status_code=303)
+
+
+@router.get("/campaigns/{campaign_id}")
+def dashboard(request: Request, campaign_id: int, found: Visitor = Depends(readers)):
+    from clinalign.report import agreement_plot
+
+    with request.app.state.store.session() as session:
+        campaign = _campaign(session, campaign_id)
+        figures = preferences.stats(session, preferences.Config(campaign=campaign.name))
+        disputed = len(preferences.disputed(session, campaign))
+        judged = session.scalar(
+            select(func.count(Judgement.id))
+            .join(Task, Task.id == Judgement.task_id)
+            .where(Task.campaign_id == campaign.id)
+        )
+        wanted = session.scalar(select(func.sum(Task.overlap)).where(Task.campaign_id == campaign.id)) or 0
+    plot = agreement_plot(figures) if figures["judgements"] else None
+    return render(
+        request,
+        "dashboard.html.j2",
+        campaign=campaign,
+        f=figures,
+        plot=plot,
+        disputed=disputed,
+        judged=judged,
+        wanted=wanted,
+    )
+
+
+@router.post("/campaigns/{campaign_id}/export")
+def export(request: Request, campaign_id: int, found: Visitor = Depends(experts), csrf: str = Form(max_length=100)):
+    """Run the preferences stage on this campaign and send its files as one zip."""
+    check_csrf(found.csrf, csrf)
+    with request.app.state.store.session() as session:
+        campaign = _campaign(session, campaign_id)
+    config = preferences.Config(campaign=campaign.name)
+    settings = request.app.state.settings
+    with track_run(request.app.state.store, "preferences", config, settings.data_dir) as ctx:
+        figures = preferences.run(ctx, config)
+    folder = ctx.out_dir / "preferences"
+    with request.app.state.store.session() as session:
+        record_event(
+            session, found.user.username, "export", f"artifact:{figures['artifact']}", {"campaign": campaign.id}
+        )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, path.name)
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", f"clinalign-{campaign.name}-export-{figures['artifact']}.zip")
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,149 @@
+"""The clinician's pages: work list, the comparison (or single-answer) screen, history and edits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from clinalign.annotate import queue
+from clinalign.schemas import JudgementIn
+from clinalign.store import Assignment, Campaign, Judgement, Task
+from clinalign.web import render
+from clinalign.web.security import Visitor, check_csrf, require
+
+router = APIRouter()
+clinician = require("clinician")
+
+
+def _campaign(session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(status_code=404, detail=f"No campaign {campaign_id}.")
+    return campaign
+
+
+async def judgement_from_form(request: Request, campaign: Campaign, csrf: str) -> JudgementIn:
+    """Read the comparison form into the shared judgement shape; field names, never values, on error."""
+    form = await request.form(max_fields=200, max_files=0)
+    check_csrf(csrf, form.get("csrf"))
+    ratings: dict[str, dict[str, object]] = {"a": {}, "b": {}}
+    for side in ratings:
+        for axis in campaign.axes:
+            value = form.get(f"{side}_{axis}")
+            if value not in (None, ""):
+                ratings[side][axis] = value
+    rewrite = (form.get("rewrite") or "").strip()
+    try:
+        return JudgementIn.model_validate(
+            {
+                "choice": form.get("choice"),
+                "ratings_a": ratings["a"],
+                "ratings_b": ratings["b"] if campaign.mode == "pair" else None,
+                "tags_a": form.getlist("tags_a"),
+                "tags_b": form.getlist("tags_b"),
+                "rationale": (form.get("rationale") or "").strip(),
+                "rewrite": rewrite or None,
+            }
+        )
+    except ValidationError as err:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in err.errors()})
+        raise HTTPException(status_code=422, detail=f"Please correct: {', '.join(fields)}.") from None
+
+
+@router.get("/work")
+def work_list(request: Request, found: Visitor = Depends(clinician)):
+    with request.app.state.store.session() as session:
+        campaigns = list(session.scalars(select(Campaign).where(Campaign.status == "open").order_by(Campaign.id)))
+        rows = [(c, *queue.progress(session, c, found.user)) for c in campaigns]
+    return render(request, "work.html.j2", rows=rows)
+
+
+@router.get("/work/{campaign_id}/next")
+def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
+    lease = timedelta(minutes=request.app.state.settings.session_idle_minutes)
+    with request.app.state.store.session() as session:
+        campaign = _campaign(session, campaign_id)
+        assignment = queue.next_assignment(session, campaign, found.user, lease=lease)
+        done, total = queue.progress(session, campaign, found.user)
+    if assignment is None:
+        return render(request, "done.html.j2", campaign=campaign, done=done, total=total)
+    return RedirectResponse(f"/items/{assignment.id}", status_code=303)
+
+
+@router.get("/items/{assignment_id}")
+def show_item(request: Request, assignment_id: int, found: Visitor = Depends(clinician)):
+    with request.app.state.store.session() as session:
+        assignment = queue.owned(session, assignment_id, found.user)
+        if assignment.judgement_id is not None:
+            return RedirectResponse(f"/judgements/{assignment.judgement_id}/edit", status_code=303)
+        item = queue.item(session, assignment, found.user)
+    return render(request, "item.html.j2", item=item, action=f"/items/{assignment_id}", values=None)
+
+
+def _assignment_campaign(request: Request, assignment_id: int, found: Visitor) -> Campaign:
+    with request.app.state.store.session() as session:
+        assignment = queue.owned(session, assignment_id, found.user)
+        return session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
+
+
+def _submit(request: Request, assignment_id: int, found: Visitor, judgement: JudgementIn) -> None:
+    with request.app.state.store.session() as session:  # committed before the redirect acknowledges it
+        queue.submit(session, queue.owned(session, assignment_id, found.user), found.user, judgement)
+
+
+@router.post("/items/{assignment_id}")
+async def submit_item(request: Request, assignment_id: int, found: Visitor = Depends(clinician)):
+    # async only to read the form; the store is used from the thread pool, never on the event loop
+    campaign = await run_in_threadpool(_assignment_campaign, request, assignment_id, found)
+    judgement = await judgement_from_form(request, campaign, found.csrf)
+    await run_in_threadpool(_submit, request, assignment_id, found, judgement)
+    return RedirectResponse(f"/work/{campaign.id}/next", status_code=303)
+
+
+@router.get("/work/{campaign_id}/history")
+def history(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
+    with request.app.state.store.session() as session:
+        campaign = _campaign(session, campaign_id)
+        rows = queue.history(session, campaign, found.user)
+    return render(request, "history.html.j2", campaign=campaign, rows=rows)
+
+
+def _own(session, judgement_id: int, found: Visitor) -> tuple[Judgement, Assignment]:
+    judgement = session.get(Judgement, judgement_id)
+    assignment = session.scalar(select(Assignment).where(Assignment.judgement_id == judgement_id))
+    if judgement is None or assignment is None or judgement.user_id != found.user.id:
+        raise queue.NotFound(f"judgement {judgement_id} is not yours")
+    return judgement, assignment
+
+
+@router.get("/judgements/{judgement_id}/edit")
+def edit_page(request: Request, judgement_id: int, found: Visitor = Depends(clinician)):
+    with request.app.state.store.session() as session:
+        judgement, assignment = _own(session, judgement_id, found)
+        item = queue.item(session, assignment, found.user)
+        values = queue.display_order(judgement, assignment.swapped)
+    return render(request, "item.html.j2", item=item, action=f"/judgements/{judgement_id}/edit", values=values)
+
+
+def _judgement_campaign(request: Request, judgement_id: int, found: Visitor) -> Campaign:
+    with request.app.state.store.session() as session:
+        judgement, _ = _own(session, judgement_id, found)
+        return session.get(Campaign, session.get(Task, judgement.task_id).campaign_id)
+
+
+def _edit(request: Request, judgement_id: int, found: Visitor, revised: JudgementIn) -> None:
+    with request.app.state.store.session() as session:
+        queue.edit(session, judgement_id, found.user, revised)
+
+
+@router.post("/judgements/{judgement_id}/edit")
+async def edit(request: Request, judgement_id: int, found: Visitor = Depends(clinician)):
+    campaign = await run_in_threadpool(_judgement_campaign, request, judgement_id, found)
+    revised = await judgement_from_form(request, campaign, found.csrf)
+    await run_in_threadpool(_edit, request, judgement_id, found, revised)
+    return RedirectResponse(f"/work/{campaign.id}/history", status_code=303)
