@@ -1,0 +1,143 @@
+"""Sign-in, sessions, CSRF and throttling, driven through the real forms."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from clinalign.audit import verify_chain
+from clinalign.store import AuditEvent, LoginAttempt, WebSession, utcnow
+from tests.web.conftest import csrf
+from tests.web.seed import PASSWORD
+
+
+def test_a_fresh_install_greets_a_visitor_with_the_sign_in_page(web):
+    client = web.client()
+    response = client.get("/work", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/login")
+    page = client.get("/login")
+    assert page.status_code == 200 and 'name="password"' in page.text
+
+
+def test_sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(web):
+    client = web.client()
+    page = client.get("/login")
+    response = client.post(
+        "/login", data={"username": "clin1", "password": PASSWORD, "csrf": csrf(page.text)}, follow_redirects=False
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/work"
+    cookie = [h for h in response.headers.get_list("set-cookie") if h.startswith("clinalign_session=")][0].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie
+    token = cookie.split("=", 1)[1].split(";")[0]
+    with web.store.session() as session:
+        stored = [s.id for s in session.scalars(select(WebSession))]
+        assert len(stored) == 1 and token not in stored[0]  # only a digest of the token is kept
+        assert session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "login")) == 1
+
+
+def test_wrong_password_is_refused_recorded_and_says_nothing_about_which_part_was_wrong(web):
+    client = web.client()
+    page = client.get("/login")
+    response = client.post("/login", data={"username": "clin1", "password": "nope" * 4, "csrf": csrf(page.text)})
+    unknown = client.post("/login", data={"username": "nobody", "password": "nope" * 4, "csrf": csrf(page.text)})
+    assert response.status_code == unknown.status_code == 401
+    assert "wrong username or password" in response.text and "wrong username or password" in unknown.text
+    with web.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(LoginAttempt).where(LoginAttempt.ok.is_(False))) == 2
+        events = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "login.fail")))
+        assert len(events) == 2 and all("nope" not in e.payload + e.subject for e in events)
+
+
+def test_five_failures_lock_the_account_even_for_the_right_password(web):
+    client = web.client()
+    token = csrf(client.get("/login").text)
+    for _ in range(5):
+        client.post("/login", data={"username": "clin2", "password": "wrong password!", "csrf": token})
+    response = client.post("/login", data={"username": "clin2", "password": PASSWORD, "csrf": token})
+    assert response.status_code == 401 and "too many failed sign-ins" in response.text
+    web.login("clin1")  # another account is not affected
+
+
+def test_the_sign_in_form_needs_its_csrf_cookie(web):
+    client = web.client()
+    response = client.post("/login", data={"username": "clin1", "password": PASSWORD, "csrf": "forged"})
+    assert response.status_code == 403
+    assert "did not come from clinalign" in response.text
+
+
+def test_forms_without_the_session_token_are_refused(web):
+    client = web.login("admin1")
+    forged = client.post("/admin/users", data={"csrf": "x" * 43, "username": "evil", "role": "admin", "password": "p" * 20})
+    missing = client.post("/admin/users", data={"username": "evil", "role": "admin", "password": "p" * 20})
+    assert forged.status_code == 403 and missing.status_code == 422
+    assert "evil" not in client.get("/admin/users").text
+
+
+def test_sign_out_revokes_the_session_so_a_copied_cookie_is_useless(web):
+    client = web.login("clin1")
+    stolen = dict(client.cookies)
+    page = client.get("/work")
+    assert client.post("/logout", data={"csrf": csrf(page.text)}, follow_redirects=False).status_code == 303
+    thief = web.client()
+    thief.cookies.update(stolen)
+    assert thief.get("/work", follow_redirects=False).status_code == 303  # back to sign-in
+    assert thief.post("/logout", data={"csrf": "anything"}).status_code == 401
+
+
+def test_an_idle_session_expires_and_a_post_gets_a_clear_401(web):
+    client = web.login("clin1")
+    page = client.get("/work")
+    with web.store.session() as session:
+        session.execute(update(WebSession).values(last_seen=utcnow() - timedelta(minutes=31)))
+    response = client.post("/logout", data={"csrf": csrf(page.text)})
+    assert response.status_code == 401 and "expired" in response.text
+    assert "Traceback" not in response.text
+    with web.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(WebSession)) == 0
+
+
+def test_next_only_redirects_within_the_site(web):
+    client = web.client()
+    token = csrf(client.get("/login").text)
+    data = {"username": "clin1", "password": PASSWORD, "csrf": token}
+    away = client.post("/login", data={**data, "next": "//evil.example/x"}, follow_redirects=False)
+    assert away.headers["location"] == "/work"
+    client = web.client()
+    token = csrf(client.get("/login").text)
+    inside = client.post("/login", data={**data, "csrf": token, "next": "/work/1/history"}, follow_redirects=False)
+    assert inside.headers["location"] == "/work/1/history"
+
+
+def test_an_admin_creates_a_user_who_can_then_sign_in_and_the_chain_holds(web):
+    admin = web.login("admin1")
+    page = admin.get("/admin/users")
+    response = admin.post(
+        "/admin/users",
+        data={"csrf": csrf(page.text), "username": "dr.new", "role": "clinician", "password": "a long passphrase",
+              "specialties": "Cardiology, dermatology"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    web.login("dr.new", "a long passphrase")
+    short = admin.post("/admin/users", data={"csrf": csrf(page.text), "username": "x2", "role": "clinician", "password": "short"})
+    assert short.status_code == 400 and "at least 12" in short.text
+    with web.store.session() as session:
+        assert verify_chain(session).ok
+
+
+def test_a_deactivated_account_loses_its_open_session(web):
+    clinician = web.login("clin3")
+    admin = web.login("admin1")
+    page = admin.get("/admin/users")
+    with web.store.session() as session:
+        from clinalign.store import User
+
+        user_id = session.scalar(select(User.id).where(User.username == "clin3"))
+    admin.post(f"/admin/users/{user_id}/active", data={"csrf": csrf(page.text), "active": "false"})
+    assert clinician.get("/work", follow_redirects=False).status_code == 303
+
+
+def test_oidc_is_off_unless_configured(web):
+    assert web.client().get("/login/oidc").status_code == 404
+    assert "Sign in with your organisation" not in web.client().get("/login").text
