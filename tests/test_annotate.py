@@ -61,3 +61,14 @@ def test_the_panel_respects_overlap_and_audits_every_judgement(loop_store):
         assert {e.actor for e in events} == {u.username for u in raters.values()}
         # Pairs never compare a candidate with itself, and both come from the same prompt.
         assert all(t.candidate_a_id != t.candidate_b_id for t in tasks)
+
+
+def test_active_selection_puts_uncertain_and_disputed_items_first():
+    from clinalign.annotate.active import disagreement, rank, uncertainty
+
+    assert uncertainty(0.0) == 1.0 and uncertainty(6.0) < 0.01 and uncertainty(-6.0) < 0.01
+    assert disagreement(["A", "A", "A"]) == 0.0 and disagreement(["A", "B"]) == 1.0
+    assert disagreement(["A", "cannot_judge"]) == 0.0  # one usable vote shows no disagreement yet
+    priority = rank({1: 4.0, 2: 0.1, 3: 4.0}, {3: ["A", "B", "tie"]})
+    assert priority[2] > priority[1] and priority[3] > priority[1]  # model unsure / clinicians split
+    assert sorted(priority, key=priority.get, reverse=True)[0] in (2, 3)

@@ -69,3 +69,33 @@ def test_bad_input_is_one_line(env):
     assert_one_line_error(runner.invoke(app, ["lineage", "424242"]), "artifact 424242 does not exist")
     missing = runner.invoke(app, ["train", "dpo"])
     assert_one_line_error(missing, "preference_dataset")
+
+
+def test_users_add_then_campaign_then_stats_from_the_command_line(env):
+    from clinalign.settings import Settings
+    from clinalign.store import Store
+    from tests.web.seed import seed
+
+    settings = Settings()
+    seed(Store.open(settings.url), settings.data_dir)
+    added = runner.invoke(
+        app, ["users", "add", "dr.first", "--role", "admin", "--password-stdin"], input="a long passphrase\n"
+    )
+    assert added.exit_code == 0 and "created dr.first (admin)" in added.output
+    assert_one_line_error(
+        runner.invoke(
+            app, ["users", "add", "dr.first", "--role", "admin", "--password-stdin"], input="a long passphrase\n"
+        ),
+        "already exists",
+    )
+    assert_one_line_error(
+        runner.invoke(app, ["users", "add", "x.y", "--role", "king", "--password-stdin"], input="a long passphrase\n"),
+        "role",
+    )
+    assert "dr.first" in runner.invoke(app, ["users", "list"]).output
+    made = runner.invoke(app, ["annotate", "campaign", "--name", "cli round", "--set", "overlap=2", "--set", "gold=2"])
+    assert made.exit_code == 0, made.output
+    assert re.search(r"items\s+│?\s*14", made.output)
+    stats = runner.invoke(app, ["preferences", "stats", "--campaign", "cli round"])
+    assert stats.exit_code == 0 and "alpha_choice" in stats.output and "per rater" in stats.output
+    assert_one_line_error(runner.invoke(app, ["preferences", "stats", "--campaign", "nope"]), "no campaign named")

@@ -50,3 +50,97 @@ def test_the_export_is_in_trl_conversational_format(loop_store, loop):
     assert row["rejected"][0]["role"] == "assistant" and 0 < row["margin"] <= 1
     assert art.meta["agreement"]["alpha_choice"] is not None
     assert set(art.meta["agreement"]["per_rater"]) <= {f"sim-rater-{i}" for i in range(1, 6)}
+
+
+def test_gwet_ac1_stays_high_where_kappa_collapses_under_a_dominant_category():
+    from clinalign.preferences.agreement import cohen_pairs, gwet_ac1
+
+    # Two raters, 10 items: 8 agreed "good", 2 split. Worked by hand from Gwet (2008), eq. 18:
+    # pa = 0.8, pi(good) = 0.9, pe = 2 * 0.9 * 0.1 = 0.18, AC1 = 0.62 / 0.82.
+    items = [["good", "good"]] * 8 + [["good", "bad"], ["bad", "good"]]
+    assert gwet_ac1(items, ("good", "bad")) == pytest.approx(0.62 / 0.82)
+    by_user = {"r1": {i: item[0] for i, item in enumerate(items)}, "r2": {i: item[1] for i, item in enumerate(items)}}
+    assert cohen_pairs(by_user, ("good", "bad"))["r1|r2"] == pytest.approx((0.8 - 0.82) / 0.18)  # the paradox
+
+
+def test_fleiss_kappa_matches_the_published_worked_example():
+    from clinalign.preferences.agreement import fleiss
+
+    # Fleiss (1971) as worked on Wikipedia's "Fleiss' kappa" page: 10 subjects, 14 raters, 5 categories.
+    table = [
+        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+    ]  # fmt: skip
+    categories = ("c1", "c2", "c3", "c4", "c5")
+    items = [[c for c, n in zip(categories, row, strict=True) for _ in range(n)] for row in table]
+    kappa, used = fleiss(items, categories)
+    assert used == 10 and kappa == pytest.approx(0.210, abs=5e-4)
+
+
+def test_per_rater_gold_accuracy_and_agreement_with_consensus():
+    votes = {1: ["A", "A", "B"], 2: ["B", "B", "B"], 3: ["A", "cannot_judge", "A"]}
+    judgements = [judgement(t, u, c) for t, cs in votes.items() for u, c in enumerate(cs)]
+    stats = agreement(
+        judgements, {0: "ann", 1: "bob", 2: "cat"}, gold={2: "B", 3: "B"}, consensus={1: "A", 2: "B", 3: "A"}
+    )
+    assert stats["per_rater"]["ann"]["gold_accuracy"] == 0.5 and stats["per_rater"]["ann"]["gold_items"] == 2
+    assert stats["per_rater"]["bob"]["gold_items"] == 1  # "cannot judge" is not a wrong answer
+    assert stats["per_rater"]["cat"]["vs_consensus"] == pytest.approx(2 / 3)
+    assert stats["fleiss_kappa"] is not None and stats["ac1_choice"] is not None
+
+
+def test_decide_and_the_kto_and_sft_tables():
+    from clinalign.preferences import decide
+    from clinalign.preferences.export import Decided, tables
+    from clinalign.store import Candidate, Prompt, Task
+
+    assert decide(["good", "good", "bad"], 2) == ("good", pytest.approx(1 / 3))
+    assert decide(["both_unacceptable", "both_unacceptable", "A"], 2)[0] == "both_unacceptable"
+    prompt = Prompt(id=1, text="Call Jane Doe on 555-123-4567?", split="train", risk="urgent")
+    cands = {1: Candidate(id=1, text="good answer"), 2: Candidate(id=2, text="bad answer")}
+    pair = Task(id=1, prompt_id=1, candidate_a_id=1, candidate_b_id=2)
+    both_bad = Task(id=2, prompt_id=1, candidate_a_id=1, candidate_b_id=2)
+    single = Task(id=3, prompt_id=1, candidate_a_id=2, candidate_b_id=None)
+    decided = [
+        Decided(pair, "B", 0.2, False),
+        Decided(both_bad, "both_unacceptable", 1.0, False),
+        Decided(single, "bad", 1, False),
+    ]
+    rewrite = Judgement(
+        id=9,
+        task_id=1,
+        user_id=1,
+        choice="B",
+        ratings_a=R,
+        ratings_b=R,
+        tags_a=[],
+        tags_b=[],
+        rationale="",
+        rewrite="Better: call 555-987-6543 now.",
+    )
+    rows = tables(
+        decided, {t.id: t for t in (pair, both_bad, single)}, [rewrite], {1: prompt}, cands, {1: "dr.a"}, "c1"
+    )
+    assert rows["pairs_standard"] == [
+        {
+            "prompt": rows["pairs_standard"][0]["prompt"],
+            "chosen": "bad answer",
+            "rejected": "good answer",
+            "margin": 0.2,
+            "task_id": 1,
+            "prompt_id": 1,
+            "split": "train",
+            "risk": "urgent",
+        }
+    ]
+    assert "555-123-4567" not in rows["pairs_standard"][0]["prompt"]  # residual PHI scan on the way out
+    assert [(r["completion"], r["label"]) for r in rows["kto"]] == [
+        ("bad answer", True),
+        ("good answer", False),
+        ("good answer", False),
+        ("bad answer", False),
+        ("bad answer", False),
+    ]
+    assert rows["sft_rewrites"][0]["messages"][1]["role"] == "assistant"
+    assert "555-987-6543" not in rows["sft_rewrites"][0]["messages"][1]["content"]
+    assert rows["judgements"][0]["a_consensus"] == 3 and rows["judgements"][0]["rater"] == "dr.a"

@@ -67,9 +67,11 @@ class CampaignConfig(StageConfig):
 
 
 def _check(config: CampaignConfig) -> None:
+    if not config.axes:
+        raise ClinalignError("choose at least one axis to rate")
     unknown = [a for a in config.axes if a not in AXES]
-    if unknown or not config.axes:
-        raise ClinalignError(f"campaign axes must be a non-empty subset of {', '.join(AXES)} (unknown: {unknown})")
+    if unknown:
+        raise ClinalignError(f"campaign axes must be a subset of {', '.join(AXES)} (unknown: {', '.join(unknown)})")
 
 
 def _gold_tasks(session, ctx: RunContext, campaign: Campaign, prompts: list[Prompt], n: int, rng) -> list[Task]:

@@ -183,7 +183,9 @@ def run(ctx: RunContext, config: Config) -> dict:
     decided_training = [d for d in decided if not d.task.gold]  # calibration items measure raters, they don't train
     axes = tuple(campaign.axes) if campaign else AXES
     figures = agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
-    rows = export.tables(decided_training, judgements, prompts, candidates, names, campaign.name if campaign else None)
+    rows = export.tables(
+        decided_training, tasks, judgements, prompts, candidates, names, campaign.name if campaign else None
+    )
     counts = export.write(rows, ctx.out_dir / "preferences")
     summary = {
         "train_pairs": counts["train"],

@@ -36,6 +36,7 @@ def _clean(text: str) -> str:
 
 def tables(
     decided: list[Decided],
+    tasks: dict[int, Task],
     judgements: list[Judgement],
     prompts: dict[int, Prompt],
     candidates: dict[int, Candidate],
@@ -72,8 +73,7 @@ def tables(
             rows["kto"] += [{"prompt": text, "completion": c, "label": False, **common} for c in (a, b)]
         elif d.choice in ("good", "bad"):
             rows["kto"].append({"prompt": text, "completion": a, "label": d.choice == "good", **common})
-    tasks = {d.task.id: d.task for d in decided}
-    for j in judgements:
+    for j in judgements:  # every judgement and rewrite, decided or not: a rewrite stands on its own
         task = tasks.get(j.task_id)
         prompt = prompts[task.prompt_id] if task else None
         if j.rewrite and prompt:

@@ -56,6 +56,12 @@ def judgement_form(page: str, choice: str = "A", rating: str = "4", sides: str =
     return form
 
 
+def safer_side(page: str) -> str:
+    """The display side of the seed's escalating answer ("call 911")."""
+    answers = re.findall(r'<div class="text pre">(.*?)</div>', page, re.S)
+    return "A" if "911" in answers[0] else "B"
+
+
 def open_item(client: TestClient, campaign_id: int):
     """Follow "next" to the item page; returns (assignment id, page html) or (None, html) when done."""
     page = client.get(f"/work/{campaign_id}/next")

@@ -71,9 +71,14 @@ def seed(store: Store, data_dir: Path, prompts: int = 12, clinicians: int = 0, d
             rows.append(prompt)
         model = ctx.use_external(session, "model", "seed://model", None, {})
         for prompt in rows:
-            for text in ("Call emergency services (911) now: this may be a heart attack.", "Rest; it is probably muscular."):
+            for text in (
+                "Call emergency services (911) now: this may be a heart attack.",
+                "Rest; it is probably muscular.",
+            ):
                 session.add(Candidate(prompt_id=prompt.id, model_artifact_id=model.id, text=text, run_id=ctx.run_id))
-        artifact = ctx.produce(session, "candidates", f"store://candidate?run={ctx.run_id}", None, {"candidates": 2 * prompts})
+        artifact = ctx.produce(
+            session, "candidates", f"store://candidate?run={ctx.run_id}", None, {"candidates": 2 * prompts}
+        )
         for username, role in ROLES.items():
             specialties = ["cardiology"] if username == "clin4" else []
             accounts.create_user(session, username, role, PASSWORD, "seed", specialties)

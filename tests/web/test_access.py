@@ -93,7 +93,9 @@ def test_each_role_gets_in_exactly_where_the_matrix_says(web, role):
         if path in ("/login", "/logout"):
             continue  # signing in and out changes the client itself; test_auth covers both
         url = path.format(**params)
-        response = client.request(method, url, data={"csrf": token} if method == "POST" else None, follow_redirects=False)
+        response = client.request(
+            method, url, data={"csrf": token} if method == "POST" else None, follow_redirects=False
+        )
         where = f"{role or 'anonymous'} {method} {url}: {response.status_code}"
         if expected == PUBLIC:
             assert response.status_code not in (401, 403), where

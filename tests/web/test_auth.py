@@ -68,7 +68,9 @@ def test_the_sign_in_form_needs_its_csrf_cookie(web):
 
 def test_forms_without_the_session_token_are_refused(web):
     client = web.login("admin1")
-    forged = client.post("/admin/users", data={"csrf": "x" * 43, "username": "evil", "role": "admin", "password": "p" * 20})
+    forged = client.post(
+        "/admin/users", data={"csrf": "x" * 43, "username": "evil", "role": "admin", "password": "p" * 20}
+    )
     missing = client.post("/admin/users", data={"username": "evil", "role": "admin", "password": "p" * 20})
     assert forged.status_code == 403 and missing.status_code == 422
     assert "evil" not in client.get("/admin/users").text
@@ -114,13 +116,20 @@ def test_an_admin_creates_a_user_who_can_then_sign_in_and_the_chain_holds(web):
     page = admin.get("/admin/users")
     response = admin.post(
         "/admin/users",
-        data={"csrf": csrf(page.text), "username": "dr.new", "role": "clinician", "password": "a long passphrase",
-              "specialties": "Cardiology, dermatology"},
+        data={
+            "csrf": csrf(page.text),
+            "username": "dr.new",
+            "role": "clinician",
+            "password": "a long passphrase",
+            "specialties": "Cardiology, dermatology",
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303
     web.login("dr.new", "a long passphrase")
-    short = admin.post("/admin/users", data={"csrf": csrf(page.text), "username": "x2", "role": "clinician", "password": "short"})
+    short = admin.post(
+        "/admin/users", data={"csrf": csrf(page.text), "username": "x2", "role": "clinician", "password": "short"}
+    )
     assert short.status_code == 400 and "at least 12" in short.text
     with web.store.session() as session:
         assert verify_chain(session).ok

@@ -25,8 +25,11 @@ def test_the_comparison_screen_hides_models_and_stores_the_choice_in_task_order(
     assignment, page = open_item(client, campaign)
     assert "Answer A" in page and "Answer B" in page and "Ctrl+Enter" in page
     assert "seed://model" not in page and "model" not in page.lower().split("<main>")[1].split("guidelines")[0]
-    response = client.post(f"/items/{assignment}", data=judgement_form(page, "A", tags_b="misses_red_flag_escalation"),
-                           follow_redirects=False)
+    response = client.post(
+        f"/items/{assignment}",
+        data=judgement_form(page, "A", tags_b="misses_red_flag_escalation"),
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == f"/work/{campaign}/next"
     with web.store.session() as session:
         row = session.get(Assignment, assignment)
@@ -111,7 +114,9 @@ def test_cannot_judge_needs_no_ratings(web):
     campaign = web.campaign()
     client = web.login("clin1")
     assignment, page = open_item(client, campaign)
-    response = client.post(f"/items/{assignment}", data={"csrf": csrf(page), "choice": "cannot_judge"}, follow_redirects=False)
+    response = client.post(
+        f"/items/{assignment}", data={"csrf": csrf(page), "choice": "cannot_judge"}, follow_redirects=False
+    )
     assert response.status_code == 303
 
 
@@ -126,14 +131,20 @@ def test_a_clinician_edits_a_judgement_and_the_earlier_version_is_kept(web):
     assert f"/judgements/{judgement_id}/edit" in history.text
     edit_page = client.get(f"/judgements/{judgement_id}/edit")
     assert 'value="A" data-key="a" required checked' in edit_page.text  # prefilled as the clinician saw it
-    response = client.post(f"/judgements/{judgement_id}/edit", data=judgement_form(edit_page.text, "both_unacceptable",
-                                                                                  rating="2"), follow_redirects=False)
+    response = client.post(
+        f"/judgements/{judgement_id}/edit",
+        data=judgement_form(edit_page.text, "both_unacceptable", rating="2"),
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     with web.store.session() as session:
         assert session.get(Judgement, judgement_id).choice == "both_unacceptable"
         revisions = list(session.scalars(select(JudgementRevision)))
         assert len(revisions) == 1 and revisions[0].content["choice"] in ("A", "B")
-        assert session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "judgement.edit")) == 1
+        assert (
+            session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "judgement.edit"))
+            == 1
+        )
     other = web.login("clin2")
     assert other.get(f"/judgements/{judgement_id}/edit").status_code == 404
 
@@ -191,7 +202,9 @@ def test_a_lapsed_claim_frees_its_slot_and_the_late_submission_is_refused_not_du
     with web.store.session() as session:
         camp = session.get(Campaign, campaign)
         held = queue.next_assignment(session, camp, slow)
-        session.execute(update(Assignment).where(Assignment.id == held.id).values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Assignment).where(Assignment.id == held.id).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     with web.store.session() as session:
         camp = session.get(Campaign, campaign)
         taken = queue.next_assignment(session, camp, fast, rng=random.Random(0))

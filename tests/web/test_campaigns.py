@@ -1,0 +1,151 @@
+"""Campaigns from the data expert's side: creation, the PHI gate, the dashboard, exports."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from sqlalchemy import func, select
+
+from clinalign.store import AuditEvent, Campaign, Store, Task
+from tests.web.conftest import Web, csrf, judgement_form, open_item, safer_side
+from tests.web.seed import seed
+
+
+def _judge_all(web: Web, campaign: int, choices: dict[str, str]) -> None:
+    for name, choice in choices.items():
+        client = web.login(name)
+        while True:
+            assignment, page = open_item(client, campaign)
+            if assignment is None:
+                break
+            safer = safer_side(page)
+            side = safer if choice == "safer" else {"A": "B", "B": "A"}[safer]
+            client.post(
+                f"/items/{assignment}",
+                data=judgement_form(page, side, rewrite="Call 911 now." if name == "clin1" else ""),
+            )
+
+
+def test_a_campaign_from_the_form_has_its_items_gold_and_rules(web):
+    campaign = web.campaign(name="round 1", overlap=2, gold=3, routing="true", axes=["consensus", "harm_extent"])
+    with web.store.session() as session:
+        row = session.get(Campaign, campaign)
+        tasks = list(session.scalars(select(Task).where(Task.campaign_id == campaign)))
+        assert (row.overlap, row.routing, row.axes, row.created_by) == (
+            2,
+            True,
+            ["consensus", "harm_extent"],
+            "expert1",
+        )
+        assert len(tasks) == 15 and sum(1 for t in tasks if t.gold) == 3
+        assert {t.gold for t in tasks if t.gold} <= {"A", "B"} and all(t.specialty for t in tasks)
+        assert session.scalar(select(AuditEvent).where(AuditEvent.action == "campaign.create")).actor == "expert1"
+    expert = web.login("expert1")
+    again = expert.post(
+        "/campaigns",
+        data={
+            "csrf": csrf(expert.get("/campaigns/new").text),
+            "name": "round 1",
+            "candidates": web.candidates,
+            "mode": "pair",
+            "overlap": 2,
+            "axes": ["consensus"],
+        },
+    )
+    assert again.status_code == 400 and "already exists" in again.text
+    bad_axis = expert.post(
+        "/campaigns",
+        data={
+            "csrf": csrf(expert.get("/campaigns/new").text),
+            "name": "r2",
+            "candidates": web.candidates,
+            "mode": "pair",
+            "overlap": 2,
+            "axes": ["wit"],
+        },
+    )
+    assert bad_axis.status_code == 400 and "subset" in bad_axis.text
+
+
+def test_only_deidentified_records_can_enter_a_campaign(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'phi.db'}")
+    web = Web(store, tmp_path, seed(store, tmp_path, deidentified=False))
+    expert = web.login("expert1")
+    response = expert.post(
+        "/campaigns",
+        data={
+            "csrf": csrf(expert.get("/campaigns/new").text),
+            "name": "x",
+            "candidates": web.candidates,
+            "mode": "pair",
+            "overlap": 2,
+            "axes": ["consensus"],
+        },
+    )
+    assert response.status_code == 400 and "not de-identified" in response.text
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_single_answer_campaign_takes_thumbs_and_exports_kto(web):
+    campaign = web.campaign(name="thumbs", mode="single", overlap=2)
+    client = web.login("clin1")
+    assignment, page = open_item(client, campaign)
+    assert "Answer B" not in page and "Good" in page
+    pair_vote = client.post(f"/items/{assignment}", data=judgement_form(page, "A", sides="a"))
+    assert pair_vote.status_code == 400
+    assert (
+        client.post(
+            f"/items/{assignment}", data=judgement_form(page, "good", sides="a"), follow_redirects=False
+        ).status_code
+        == 303
+    )
+    for name in ("clin1", "clin2"):
+        c = web.login(name)
+        while (found := open_item(c, campaign))[0] is not None:
+            c.post(f"/items/{found[0]}", data=judgement_form(found[1], "bad", sides="a"))
+    expert = web.login("expert1")
+    export = expert.post(
+        f"/campaigns/{campaign}/export", data={"csrf": csrf(expert.get(f"/campaigns/{campaign}").text)}
+    )
+    archive = zipfile.ZipFile(io.BytesIO(export.content))
+    kto = [json.loads(line) for line in archive.read("kto.jsonl").decode().splitlines()]
+    assert len(kto) >= 20 and set(kto[0]) >= {"prompt", "completion", "label"}
+
+
+def test_dashboard_export_and_datasets(web):
+    campaign = web.campaign(overlap=3, gold=2)
+    _judge_all(web, campaign, {"clin1": "safer", "clin2": "safer", "clin3": "riskier"})
+    expert = web.login("expert1")
+    page = expert.get(f"/campaigns/{campaign}")
+    assert page.status_code == 200
+    for figure in ("Krippendorff", "Fleiss", "Gwet", "Cohen", "Gold accuracy", "data:image/png;base64,"):
+        assert figure in page.text
+    export = expert.post(f"/campaigns/{campaign}/export", data={"csrf": csrf(page.text)})
+    assert export.status_code == 200 and export.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(export.content))
+    names = set(archive.namelist())
+    for table in ("pairs", "pairs_standard", "kto", "sft_rewrites", "judgements", "train"):
+        assert {f"{table}.parquet", f"{table}.jsonl"} <= names, table
+    pairs = [json.loads(line) for line in archive.read("pairs_standard.jsonl").decode().splitlines()]
+    assert len(pairs) == 12 and all(p["margin"] == pytest.approx(1 / 3) for p in pairs)  # 2 of 3 for one side
+    assert all("911" in p["chosen"] for p in pairs)  # side randomisation undone: the safer answer wins
+    flat = [json.loads(line) for line in archive.read("judgements.jsonl").decode().splitlines()]
+    assert len(flat) == 42 and {"a_harm_extent", "b_empathy", "rater", "gold"} <= set(flat[0])
+    sft = [json.loads(line) for line in archive.read("sft_rewrites.jsonl").decode().splitlines()]
+    assert len(sft) == 14 and sft[0]["messages"][1]["content"] == "Call 911 now."
+    with web.store.session() as session:
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "export"))
+        assert event.actor == "expert1"
+    from clinalign.audit import latest_artifact
+    from clinalign.preferences.export import load
+
+    with web.store.session() as session:
+        folder = latest_artifact(session, "preference_dataset").uri
+    from pathlib import Path
+
+    dataset = load(Path(folder))
+    assert dataset["pairs"].num_rows == 12 and dataset["kto"].num_rows == 24
