@@ -9,8 +9,9 @@ it; every later stage reads ``Record`` through ``deidentified_records()``, which
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -177,6 +178,9 @@ class Task(Base):
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id"), index=True)
     gold: Mapped[str | None] = mapped_column(String(20))
     """For a calibration item, the expected choice."""
+    open_slots: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Slots no assignment has claimed yet (``overlap`` minus assignments): claiming one is a single
+    conditional UPDATE, so asking for the next item costs the same in a campaign of any size."""
     priority: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     """Queue order (higher first): set by ``annotate.active.rank`` once a reward model exists."""
     specialty: Mapped[str | None] = mapped_column(String(60))
@@ -320,19 +324,29 @@ def _sqlite_begin(connection) -> None:
 class Store:
     """An engine plus a session factory; ``Store.open(url)`` also migrates the schema to head."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, reader: Engine | None = None):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(reader or engine, expire_on_commit=False)
+        # SQLite has one writer at a time and its busy handler waits by sleeping (up to 100 ms a try):
+        # threads of this process queue on a lock instead, handing over in microseconds. Other
+        # processes (the CLI beside the web app) still wait on SQLite's own lock.
+        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
 
     @classmethod
     def open(cls, url: str, migrate: bool = True) -> Store:
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
+        # Every web worker thread may hold a connection; the default pool (5 + 10) would make them queue.
+        engine, reader = create_engine(url, pool_size=10, max_overflow=40), None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
-        store = cls(engine)
+            reader = create_engine(
+                url, pool_size=10, max_overflow=40
+            )  # autocommit reads: each statement sees the latest commit
+            event.listen(reader, "connect", _sqlite_pragmas)
+        store = cls(engine, reader)
         if migrate:
             store.migrate()
         return store
@@ -350,7 +364,13 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back whole on any error."""
-        with self._sessions() as session, session.begin():
+        with self._writer, self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """Reads only, outside the write queue: SQLite readers in WAL mode never wait for a writer."""
+        with self._readers() as session:  # closing (not rolling back) keeps loaded objects readable
             yield session
 
 

@@ -172,6 +172,7 @@ def create_campaign(ctx: RunContext, config: CampaignConfig, actor: str) -> dict
         gold = _gold_tasks(session, ctx, campaign, sorted(prompts.values(), key=lambda p: p.id), config.gold, rng)
         for task in [*tasks, *gold]:
             task.specialty = prompts[task.prompt_id].specialty
+            task.open_slots = task.overlap
         session.flush()
         digest = sha256_text(canonical_json([[t.id, t.candidate_a_id, t.candidate_b_id, t.gold] for t in tasks + gold]))
         ctx.produce(

@@ -1,10 +1,12 @@
 """The assignment queue: which item a clinician sees next, and how a judgement is taken in.
 
-Each task has ``overlap`` slots; an ``Assignment`` claims one, and ``(task_id, slot)`` is unique, so
-two clinicians asking at the same moment can never both take the last slot: the loser's insert fails
-inside a savepoint and it moves on to another item. A claim that is neither judged nor renewed within
-``LEASE`` (the web session's idle timeout, so its holder has been signed out) frees its slot for the
-next clinician. Blind mode: nothing here ever returns another clinician's judgement.
+Each task has ``overlap`` slots. A claim is one conditional UPDATE (``open_slots = open_slots - 1
+WHERE open_slots > 0 RETURNING``), atomic on SQLite and PostgreSQL alike, and the slot it returns is
+written on the ``Assignment``, where ``(task_id, slot)`` is unique: two clinicians asking at the same
+moment can never both take the last slot, and the database refuses a judgement beyond it. A claim
+that is neither judged nor renewed within ``LEASE`` (the web session's idle timeout, so its holder
+has been signed out) frees its slot for the next clinician, once no unclaimed slot is left.
+Blind mode: nothing here ever returns another clinician's judgement.
 
 Sides are shown in a random order per clinician (``Assignment.swapped``); judgements are stored in
 the task's own order, so agreement and consensus compare like with like.
@@ -16,7 +18,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,6 +61,11 @@ class Item:
     total: int
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+
+
 def _routed(query, campaign: Campaign, user: User):
     if not campaign.routing:
         return query
@@ -94,33 +101,22 @@ def _open_assignment(session: Session, campaign: Campaign, user: User, now: date
     )
 
 
-def _claim(
-    session: Session, task: Task, user: User, now: datetime, rng: random.Random, lease: timedelta
-) -> Assignment | None:
-    """Take a free slot of ``task`` (or one whose lease ran out); None if another clinician got there first."""
-    held = session.execute(
-        select(Assignment.slot, Assignment.id, Assignment.judgement_id, Assignment.expires_at).where(
-            Assignment.task_id == task.id
-        )
-    ).all()
-    taken = {slot for slot, _, judged, expires in held if judged is not None or _aware(expires) > now}
-    free = [s for s in range(task.overlap) if s not in taken]
-    if not free:
-        return None
-    slot = free[0]
-    lapsed = next((aid for s, aid, judged, _ in held if s == slot), None)
+def _claim(session: Session, task_id: int, user: User, now: datetime, rng: random.Random, lease: timedelta):
+    """Take one of the task's unclaimed slots: the conditional decrement is the claim, atomic on any
+    database; None when another clinician took the last one first."""
     try:
         with session.begin_nested():
-            if lapsed is not None:
-                # Reclaim a lapsed slot only if it is still unjudged and lapsed (another claimant may have won it).
-                claimed = session.execute(
-                    update(Assignment)
-                    .where(Assignment.id == lapsed, Assignment.judgement_id.is_(None), Assignment.expires_at <= now)
-                    .values(user_id=user.id, swapped=rng.random() < 0.5, created_at=now, expires_at=now + lease)
-                ).rowcount
-                return session.get(Assignment, lapsed, populate_existing=True) if claimed else None
+            slot = session.scalar(
+                update(Task)
+                .where(Task.id == task_id, Task.open_slots > 0)
+                .values(open_slots=Task.open_slots - 1)
+                .returning(Task.open_slots)
+                .execution_options(synchronize_session=False)
+            )
+            if slot is None:
+                return None
             assignment = Assignment(
-                task_id=task.id,
+                task_id=task_id,
                 user_id=user.id,
                 slot=slot,
                 swapped=rng.random() < 0.5,
@@ -130,20 +126,26 @@ def _claim(
             session.add(assignment)
             session.flush()
             return assignment
-    except IntegrityError:
+    except IntegrityError:  # the same clinician claimed this task in a parallel request
         return None
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+def _reclaim(session: Session, assignment_id: int, user: User, now: datetime, rng: random.Random, lease: timedelta):
+    """Take over a slot whose holder let the lease run out without judging (only if still so)."""
+    claimed = session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id, Assignment.judgement_id.is_(None), Assignment.expires_at <= now)
+        .values(user_id=user.id, swapped=rng.random() < 0.5, created_at=now, expires_at=now + lease)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return session.get(Assignment, assignment_id, populate_existing=True) if claimed else None
 
 
 def next_assignment(
     session: Session, campaign: Campaign, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
 ) -> Assignment | None:
     """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
-    their overlap (so consensus forms early), then oldest. None when nothing is left for them."""
+    their overlap (so consensus forms early), then oldest; lapsed slots last. None when nothing is left."""
     rng = rng or random.Random()
     now = utcnow()
     if campaign.status != "open":
@@ -152,21 +154,30 @@ def next_assignment(
     if current is not None:
         return current
     seen = select(Assignment.task_id).where(Assignment.user_id == user.id)
-    holding = func.count(Assignment.id)
-    query = (
-        select(Task)
-        .outerjoin(
-            Assignment,
-            and_(Assignment.task_id == Task.id, or_(Assignment.judgement_id.is_not(None), Assignment.expires_at > now)),
-        )
-        .where(Task.campaign_id == campaign.id, Task.id.not_in(seen))
-        .group_by(Task.id)
-        .having(holding < Task.overlap)
-        .order_by(Task.priority.desc(), holding.desc(), Task.id)
+    fresh = (
+        select(Task.id)
+        .where(Task.campaign_id == campaign.id, Task.open_slots > 0, Task.id.not_in(seen))
+        .order_by(Task.priority.desc(), Task.open_slots, Task.id)
         .limit(_CANDIDATES)
     )
-    for task in session.scalars(_routed(query, campaign, user)):
-        assignment = _claim(session, task, user, now, rng, lease)
+    for task_id in session.scalars(_routed(fresh, campaign, user)):
+        assignment = _claim(session, task_id, user, now, rng, lease)
+        if assignment is not None:
+            return assignment
+    lapsed = (
+        select(Assignment.id)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(
+            Task.campaign_id == campaign.id,
+            Assignment.judgement_id.is_(None),
+            Assignment.expires_at <= now,
+            Task.id.not_in(seen),
+        )
+        .order_by(Task.priority.desc(), Assignment.id)
+        .limit(_CANDIDATES)
+    )
+    for assignment_id in session.scalars(_routed(lapsed, campaign, user)):
+        assignment = _reclaim(session, assignment_id, user, now, rng, lease)
         if assignment is not None:
             return assignment
     return None

@@ -54,6 +54,56 @@ def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return render(request, "error.html.j2", status=status, status_code=status, message=message)
 
 
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class Guard:
+    """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on every request): refuses
+    form posts without a length or over ``MAX_BODY``, adds security headers, keeps pages out of
+    caches, and turns any unhandled error into a generic page that carries no trace and no message."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return await _error_page(request, 411, "A form must say how long it is.")(scope, receive, send)
+            if int(length) > MAX_BODY:
+                message = f"This form is too large (over {MAX_BODY // 1024} KB)."
+                return await _error_page(request, 413, message)(scope, receive, send)
+        no_store = not scope["path"].startswith("/static/")
+        started = False
+
+        async def send_with_headers(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                extra = SECURITY_HEADERS + ([(b"cache-control", b"no-store")] if no_store else [])
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as err:  # noqa: BLE001 - the last line of defence: no trace, no message (PHI)
+            log.error("unhandled %s on %s %s", type(err).__name__, request.method, scope["path"])
+            if not started:
+                page = _error_page(request, 500, "Something went wrong on our side. Nothing was half-saved; try again.")
+                await page(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # exports run in-process; no bars in server logs
     settings = settings or Settings()
@@ -61,30 +111,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store or Store.open(settings.url)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return _error_page(request, 411, "A form must say how long it is.")
-            if int(length) > MAX_BODY:
-                return _error_page(request, 413, f"This form is too large (over {MAX_BODY // 1024} KB).")
-        try:
-            response = await call_next(request)
-        except Exception as err:  # noqa: BLE001 - the last line of defence: no trace, no message (PHI)
-            log.error("unhandled %s on %s %s", type(err).__name__, request.method, request.url.path)
-            response = _error_page(
-                request, 500, "Something went wrong on our side. Nothing was half-saved; please try again."
-            )
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        if not request.url.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(Guard)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):

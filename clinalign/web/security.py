@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 
 from clinalign.store import User, WebSession, utcnow
 
@@ -82,25 +82,26 @@ def visitor(request: Request) -> Visitor:
     token = request.cookies.get(COOKIE)
     if not token:
         raise SessionExpired()
+    store = request.app.state.store
     idle = timedelta(minutes=request.app.state.settings.session_idle_minutes)
     now = utcnow()
-    with request.app.state.store.session() as session:
-        row = session.get(WebSession, _digest(token))
-        user = session.get(User, row.user_id) if row else None
-        if row is None or user is None or not user.active:
-            raise SessionExpired()
-        if now - _aware(row.last_seen) > idle:
-            session.delete(row)
-            expired = True
-        else:
-            expired = False
-            if now - _aware(row.last_seen) > _TOUCH_EVERY:
-                row.last_seen = now
-            found = Visitor(user, row.csrf, row.id)
-    if expired:  # outside the block, so the deletion is committed
+    with store.reading() as session:  # most requests only read their session: no write lock
+        found = session.execute(
+            select(WebSession, User).join(User, User.id == WebSession.user_id).where(WebSession.id == _digest(token))
+        ).first()
+    if found is None or not found[1].active:
+        raise SessionExpired()
+    row, user = found
+    last_seen = _aware(row.last_seen)
+    if now - last_seen > idle:
+        with store.session() as session:
+            session.execute(delete(WebSession).where(WebSession.id == row.id))
         raise SessionExpired("Your session expired after a period without activity. Please sign in again.")
-    request.state.visitor = found
-    return found
+    if now - last_seen > _TOUCH_EVERY:
+        with store.session() as session:
+            session.execute(update(WebSession).where(WebSession.id == row.id).values(last_seen=now))
+    request.state.visitor = Visitor(user, row.csrf, row.id)
+    return request.state.visitor
 
 
 def require(*roles: str):

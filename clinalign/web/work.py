@@ -27,9 +27,8 @@ def _campaign(session, campaign_id: int) -> Campaign:
     return campaign
 
 
-async def judgement_from_form(request: Request, campaign: Campaign, csrf: str) -> JudgementIn:
+def judgement_from_form(form, campaign: Campaign, csrf: str) -> JudgementIn:
     """Read the comparison form into the shared judgement shape; field names, never values, on error."""
-    form = await request.form(max_fields=200, max_files=0)
     check_csrf(csrf, form.get("csrf"))
     ratings: dict[str, dict[str, object]] = {"a": {}, "b": {}}
     for side in ratings:
@@ -69,7 +68,8 @@ def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clini
     with request.app.state.store.session() as session:
         campaign = _campaign(session, campaign_id)
         assignment = queue.next_assignment(session, campaign, found.user, lease=lease)
-        done, total = queue.progress(session, campaign, found.user)
+        if assignment is None:
+            done, total = queue.progress(session, campaign, found.user)
     if assignment is None:
         return render(request, "done.html.j2", campaign=campaign, done=done, total=total)
     return RedirectResponse(f"/items/{assignment.id}", status_code=303)
@@ -85,24 +85,20 @@ def show_item(request: Request, assignment_id: int, found: Visitor = Depends(cli
     return render(request, "item.html.j2", item=item, action=f"/items/{assignment_id}", values=None)
 
 
-def _assignment_campaign(request: Request, assignment_id: int, found: Visitor) -> Campaign:
-    with request.app.state.store.session() as session:
-        assignment = queue.owned(session, assignment_id, found.user)
-        return session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
-
-
-def _submit(request: Request, assignment_id: int, found: Visitor, judgement: JudgementIn) -> None:
+def _submit(request: Request, assignment_id: int, found: Visitor, form) -> int:
     with request.app.state.store.session() as session:  # committed before the redirect acknowledges it
-        queue.submit(session, queue.owned(session, assignment_id, found.user), found.user, judgement)
+        assignment = queue.owned(session, assignment_id, found.user)
+        campaign = session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
+        queue.submit(session, assignment, found.user, judgement_from_form(form, campaign, found.csrf))
+        return campaign.id
 
 
 @router.post("/items/{assignment_id}")
 async def submit_item(request: Request, assignment_id: int, found: Visitor = Depends(clinician)):
     # async only to read the form; the store is used from the thread pool, never on the event loop
-    campaign = await run_in_threadpool(_assignment_campaign, request, assignment_id, found)
-    judgement = await judgement_from_form(request, campaign, found.csrf)
-    await run_in_threadpool(_submit, request, assignment_id, found, judgement)
-    return RedirectResponse(f"/work/{campaign.id}/next", status_code=303)
+    form = await request.form(max_fields=200, max_files=0)
+    campaign_id = await run_in_threadpool(_submit, request, assignment_id, found, form)
+    return RedirectResponse(f"/work/{campaign_id}/next", status_code=303)
 
 
 @router.get("/work/{campaign_id}/history")
@@ -130,20 +126,16 @@ def edit_page(request: Request, judgement_id: int, found: Visitor = Depends(clin
     return render(request, "item.html.j2", item=item, action=f"/judgements/{judgement_id}/edit", values=values)
 
 
-def _judgement_campaign(request: Request, judgement_id: int, found: Visitor) -> Campaign:
+def _edit(request: Request, judgement_id: int, found: Visitor, form) -> int:
     with request.app.state.store.session() as session:
         judgement, _ = _own(session, judgement_id, found)
-        return session.get(Campaign, session.get(Task, judgement.task_id).campaign_id)
-
-
-def _edit(request: Request, judgement_id: int, found: Visitor, revised: JudgementIn) -> None:
-    with request.app.state.store.session() as session:
-        queue.edit(session, judgement_id, found.user, revised)
+        campaign = session.get(Campaign, session.get(Task, judgement.task_id).campaign_id)
+        queue.edit(session, judgement_id, found.user, judgement_from_form(form, campaign, found.csrf))
+        return campaign.id
 
 
 @router.post("/judgements/{judgement_id}/edit")
 async def edit(request: Request, judgement_id: int, found: Visitor = Depends(clinician)):
-    campaign = await run_in_threadpool(_judgement_campaign, request, judgement_id, found)
-    revised = await judgement_from_form(request, campaign, found.csrf)
-    await run_in_threadpool(_edit, request, judgement_id, found, revised)
-    return RedirectResponse(f"/work/{campaign.id}/history", status_code=303)
+    form = await request.form(max_fields=200, max_files=0)
+    campaign_id = await run_in_threadpool(_edit, request, judgement_id, found, form)
+    return RedirectResponse(f"/work/{campaign_id}/history", status_code=303)

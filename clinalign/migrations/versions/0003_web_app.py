@@ -135,6 +135,7 @@ def upgrade() -> None:
     with op.batch_alter_table("task", schema=None) as batch_op:
         batch_op.add_column(sa.Column("campaign_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("gold", sa.String(length=20), nullable=True))
+        batch_op.add_column(sa.Column("open_slots", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("priority", sa.Float(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("specialty", sa.String(length=60), nullable=True))
         batch_op.alter_column("candidate_b_id", existing_type=sa.INTEGER(), nullable=True)
@@ -159,6 +160,7 @@ def downgrade() -> None:
         batch_op.alter_column("candidate_b_id", existing_type=sa.INTEGER(), nullable=False)
         batch_op.drop_column("specialty")
         batch_op.drop_column("priority")
+        batch_op.drop_column("open_slots")
         batch_op.drop_column("gold")
         batch_op.drop_column("campaign_id")
 
