@@ -218,10 +218,11 @@ def bench(label: str, url: str, args) -> dict:
                     args.seconds,
                     (args.think_min, args.think_max),
                     tally,
-                    on_start=lambda: cpu.setdefault("start", cpu_seconds(server.pid)),
+                    on_start=lambda: cpu.update(start=cpu_seconds(server.pid), client=time.process_time()),
                 )
             )
             server_cpu = cpu_seconds(server.pid) - cpu["start"]  # the load only, not the sign-ins
+            client_cpu = time.process_time() - cpu["client"]
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
@@ -236,7 +237,8 @@ def bench(label: str, url: str, args) -> dict:
             f"  p99 {percentile(values, 99):6.1f} ms"
         )
     print(
-        f"  server CPU {1000 * server_cpu / max(requests, 1):.1f} ms per request ({server_cpu / elapsed:.0%} of a core)"
+        f"  server CPU {1000 * server_cpu / max(requests, 1):.1f} ms per request ({server_cpu / elapsed:.0%} of a core);"
+        f" the simulated clients used {client_cpu / elapsed:.0%} of a core"
     )
     print(f"  requests/s {requests / elapsed:.0f}  errors {len(tally.errors)} {sorted(set(tally.errors))[:5]}")
     print(

@@ -141,18 +141,23 @@ def _reclaim(session: Session, assignment_id: int, user: User, now: datetime, rn
     return session.get(Assignment, assignment_id, populate_existing=True) if claimed else None
 
 
-def next_assignment(
-    session: Session, campaign: Campaign, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
-) -> Assignment | None:
-    """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
-    their overlap (so consensus forms early), then oldest; lapsed slots last. None when nothing is left."""
-    rng = rng or random.Random()
+@dataclass
+class Plan:
+    """What a clinician could be given next, read without taking the write lock (``candidates``)."""
+
+    current: int | None  # an assignment they already hold
+    fresh: list[int]  # task ids with an unclaimed slot, best first
+    lapsed: list[int]  # assignment ids whose lease ran out unjudged
+
+
+def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
+    """Reads only: the clinician's open item, else the best tasks with a free or lapsed slot."""
     now = utcnow()
     if campaign.status != "open":
-        return None
+        return Plan(None, [], [])
     current = _open_assignment(session, campaign, user, now)
     if current is not None:
-        return current
+        return Plan(current.id, [], [])
     seen = select(Assignment.task_id).where(Assignment.user_id == user.id)
     fresh = (
         select(Task.id)
@@ -160,10 +165,6 @@ def next_assignment(
         .order_by(Task.priority.desc(), Task.open_slots, Task.id)
         .limit(_CANDIDATES)
     )
-    for task_id in session.scalars(_routed(fresh, campaign, user)):
-        assignment = _claim(session, task_id, user, now, rng, lease)
-        if assignment is not None:
-            return assignment
     lapsed = (
         select(Assignment.id)
         .join(Task, Task.id == Assignment.task_id)
@@ -176,11 +177,38 @@ def next_assignment(
         .order_by(Task.priority.desc(), Assignment.id)
         .limit(_CANDIDATES)
     )
-    for assignment_id in session.scalars(_routed(lapsed, campaign, user)):
+    return Plan(
+        None,
+        list(session.scalars(_routed(fresh, campaign, user))),
+        list(session.scalars(_routed(lapsed, campaign, user))),
+    )
+
+
+def take(
+    session: Session, plan: Plan, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
+) -> Assignment | None:
+    """Claim the first candidate still free (each claim re-checks atomically, so a stale plan is safe)."""
+    rng = rng or random.Random()
+    now = utcnow()
+    if plan.current is not None:
+        return session.get(Assignment, plan.current)
+    for task_id in plan.fresh:
+        assignment = _claim(session, task_id, user, now, rng, lease)
+        if assignment is not None:
+            return assignment
+    for assignment_id in plan.lapsed:
         assignment = _reclaim(session, assignment_id, user, now, rng, lease)
         if assignment is not None:
             return assignment
     return None
+
+
+def next_assignment(
+    session: Session, campaign: Campaign, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
+) -> Assignment | None:
+    """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
+    their overlap (so consensus forms early), then oldest; lapsed slots last. None when nothing is left."""
+    return take(session, candidates(session, campaign, user), user, rng, lease)
 
 
 def owned(session: Session, assignment_id: int, user: User) -> Assignment:
@@ -191,7 +219,7 @@ def owned(session: Session, assignment_id: int, user: User) -> Assignment:
 
 
 def item(session: Session, assignment: Assignment, user: User) -> Item:
-    """Load what the screen shows, and record the view in the audit chain."""
+    """Load what the screen shows (reads only; the view is audited by ``viewed``)."""
     task = session.get(Task, assignment.task_id)
     campaign = session.get(Campaign, task.campaign_id)
     ids = [task.candidate_a_id] + ([task.candidate_b_id] if task.candidate_b_id else [])
@@ -200,8 +228,11 @@ def item(session: Session, assignment: Assignment, user: User) -> Item:
     if assignment.swapped:
         answers.reverse()
     done, total = progress(session, campaign, user)
-    record_event(session, user.username, "item.view", f"assignment:{assignment.id}", {"task": task.id})
     return Item(assignment, campaign, session.get(Prompt, task.prompt_id), answers, done, total)
+
+
+def viewed(session: Session, user: User, assignment: Assignment) -> None:
+    record_event(session, user.username, "item.view", f"assignment:{assignment.id}", {"task": assignment.task_id})
 
 
 def _task_order(judgement: JudgementIn, swapped: bool) -> dict:

@@ -65,32 +65,41 @@ def work_list(request: Request, found: Visitor = Depends(clinician)):
 @router.get("/work/{campaign_id}/next")
 def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
     lease = timedelta(minutes=request.app.state.settings.session_idle_minutes)
-    with request.app.state.store.session() as session:
+    store = request.app.state.store
+    with store.reading() as session:  # choosing is read-only; only the claim takes the write lock
         campaign = _campaign(session, campaign_id)
-        assignment = queue.next_assignment(session, campaign, found.user, lease=lease)
-        if assignment is None:
-            done, total = queue.progress(session, campaign, found.user)
+        plan = queue.candidates(session, campaign, found.user)
+    with store.session() as session:
+        assignment = queue.take(session, plan, found.user, lease=lease)
     if assignment is None:
+        with store.reading() as session:
+            done, total = queue.progress(session, campaign, found.user)
         return render(request, "done.html.j2", campaign=campaign, done=done, total=total)
     return RedirectResponse(f"/items/{assignment.id}", status_code=303)
 
 
 @router.get("/items/{assignment_id}")
 def show_item(request: Request, assignment_id: int, found: Visitor = Depends(clinician)):
-    with request.app.state.store.session() as session:
+    store = request.app.state.store
+    with store.reading() as session:
         assignment = queue.owned(session, assignment_id, found.user)
         if assignment.judgement_id is not None:
             return RedirectResponse(f"/judgements/{assignment.judgement_id}/edit", status_code=303)
         item = queue.item(session, assignment, found.user)
+    with store.session() as session:
+        queue.viewed(session, found.user, assignment)
     return render(request, "item.html.j2", item=item, action=f"/items/{assignment_id}", values=None)
 
 
 def _submit(request: Request, assignment_id: int, found: Visitor, form) -> int:
-    with request.app.state.store.session() as session:  # committed before the redirect acknowledges it
+    store = request.app.state.store
+    with store.reading() as session:  # validate before queueing for the write lock
         assignment = queue.owned(session, assignment_id, found.user)
         campaign = session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
-        queue.submit(session, assignment, found.user, judgement_from_form(form, campaign, found.csrf))
-        return campaign.id
+    judgement = judgement_from_form(form, campaign, found.csrf)
+    with store.session() as session:  # committed before the redirect acknowledges it
+        queue.submit(session, queue.owned(session, assignment_id, found.user), found.user, judgement)
+    return campaign.id
 
 
 @router.post("/items/{assignment_id}")
@@ -122,6 +131,7 @@ def edit_page(request: Request, judgement_id: int, found: Visitor = Depends(clin
     with request.app.state.store.session() as session:
         judgement, assignment = _own(session, judgement_id, found)
         item = queue.item(session, assignment, found.user)
+        queue.viewed(session, found.user, assignment)
         values = queue.display_order(judgement, assignment.swapped)
     return render(request, "item.html.j2", item=item, action=f"/judgements/{judgement_id}/edit", values=values)
 
