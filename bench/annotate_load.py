@@ -237,8 +237,8 @@ def bench(label: str, url: str, args) -> dict:
             f"  p99 {percentile(values, 99):6.1f} ms"
         )
     print(
-        f"  server CPU {1000 * server_cpu / max(requests, 1):.1f} ms per request ({server_cpu / elapsed:.0%} of a core);"
-        f" the simulated clients used {client_cpu / elapsed:.0%} of a core"
+        f"  server CPU {1000 * server_cpu / max(requests, 1):.1f} ms per request"
+        f" ({server_cpu / elapsed:.0%} of a core); the simulated clients used {client_cpu / elapsed:.0%} of a core"
     )
     print(f"  requests/s {requests / elapsed:.0f}  errors {len(tally.errors)} {sorted(set(tally.errors))[:5]}")
     print(
