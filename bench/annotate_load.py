@@ -36,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clinalign.annotate.campaigns import CampaignConfig, create_campaign  # noqa: E402
+from clinalign.annotate.campaigns import Config, create_campaign  # noqa: E402
 from clinalign.audit import track_run  # noqa: E402
 from clinalign.schemas import AXES  # noqa: E402
 from clinalign.store import Store  # noqa: E402
@@ -64,7 +64,7 @@ def prepare(url: str, data_dir: Path, clinicians: int, prompts: int, overlap: in
     """A store with ``prompts`` items (pairs), a campaign over them, and loadNNN accounts."""
     store = Store.open(url)
     candidates = seed(store, data_dir, prompts=prompts, clinicians=clinicians)
-    config = CampaignConfig(name="load", candidates=candidates, overlap=overlap)
+    config = Config(name="load", candidates=candidates, overlap=overlap)
     with track_run(store, "annotate", config, data_dir) as ctx:
         campaign = create_campaign(ctx, config, "bench")["campaign"]
     store.engine.dispose()

@@ -68,14 +68,7 @@ def render_metrics(stage: str, run_id: int, metrics: dict) -> None:
     console.print(table)
 
 
-def run_stage(
-    stage: str,
-    module_name: str,
-    config_path: Path | None,
-    overrides: list[str],
-    call=None,
-    config_class: str = "Config",
-) -> dict:
+def run_stage(stage: str, module_name: str, config_path: Path | None, overrides: list[str], call=None) -> dict:
     """Load the stage's config, open the store, run the stage (or ``call``) inside ``track_run``, show figures."""
     _quiet_libraries()
     from clinalign import progress
@@ -85,7 +78,7 @@ def run_stage(
 
     module = importlib.import_module(f"clinalign.{module_name}")
     try:
-        config = load_config(getattr(module, config_class), config_path, overrides)
+        config = load_config(module.Config, config_path, overrides)
         settings = Settings()
         store = Store.open(settings.url)
         with progress.shown(err_console), track_run(store, stage, config, settings.data_dir) as ctx:
@@ -249,7 +242,6 @@ def annotate_campaign(
         config,
         set_ + [f"name={name}"],
         call=lambda ctx_, cfg: campaigns.create_campaign(ctx_, cfg, actor),
-        config_class="CampaignConfig",
     )
 
 
@@ -268,7 +260,6 @@ def annotate_prioritise(
         config,
         set_ + [f"campaign={campaign}"],
         call=active.prioritise,
-        config_class="PrioritiseConfig",
     )
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from clinalign.annotate import RaterConfig, assess, simulate_judgement
+from clinalign.audit import track_run
 from clinalign.schemas import JudgementIn
 from clinalign.store import AuditEvent, Judgement, Prompt, Task, User
 
@@ -72,3 +73,25 @@ def test_active_selection_puts_uncertain_and_disputed_items_first():
     priority = rank({1: 4.0, 2: 0.1, 3: 4.0}, {3: ["A", "B", "tie"]})
     assert priority[2] > priority[1] and priority[3] > priority[1]  # model unsure / clinicians split
     assert sorted(priority, key=priority.get, reverse=True)[0] in (2, 3)
+
+
+def test_prioritise_scores_a_campaign_with_the_reward_model_and_the_queue_follows(loop, tmp_path):
+    import sqlite3
+
+    from clinalign.annotate import active, campaigns, queue
+    from clinalign.store import Campaign, Store
+
+    with sqlite3.connect(loop / "clinalign.db") as source, sqlite3.connect(tmp_path / "copy.db") as copy:
+        source.backup(copy)  # a copy with the WAL's commits; the shared loop store stays untouched
+    store = Store.open(f"sqlite:///{tmp_path / 'copy.db'}")
+    with track_run(store, "annotate", config := campaigns.Config(name="ranked"), tmp_path) as ctx:
+        campaigns.create_campaign(ctx, config, "test")
+    with track_run(store, "annotate", config := active.Config(campaign="ranked"), tmp_path) as ctx:
+        figures = active.prioritise(ctx, config)
+    with store.session() as session:
+        priorities = [t.priority for t in session.scalars(select(Task).where(Task.campaign_id.is_not(None)))]
+        assert figures["items"] == len(priorities) > 10
+        assert all(0 <= p <= 1 for p in priorities) and len(set(priorities)) > 5
+        user = session.scalar(select(User).where(User.simulated.is_(True)))
+        first = queue.next_assignment(session, session.scalar(select(Campaign)), user)
+        assert session.get(Task, first.task_id).priority == max(priorities)

@@ -57,13 +57,13 @@ def test_trainers_import_only_cross_cutting_modules_and_their_package():
 
 def test_nothing_but_shells_imports_a_shell():
     for path in PACKAGE.rglob("*.py"):
-        if path.stem in SHELLS:
+        if path.stem in SHELLS or path.parent.name in SHELLS:  # a shell's own parts (web/*.py) may import it
             continue
         assert not clinalign_modules(path) & SHELLS, f"{path} imports a shell"
 
 
 def test_cross_cutting_modules_do_not_import_stages():
-    for name in CROSS_CUTTING | PURE_TEXT | {"lm"}:
+    for name in CROSS_CUTTING | PURE_TEXT | {"lm", "accounts"}:
         used = clinalign_modules(main_file(name))
         assert not used & (STAGES | {"train"}), f"{name}.py imports {sorted(used & STAGES)}"
 

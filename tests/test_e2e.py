@@ -37,7 +37,8 @@ def test_outputs_are_consistent(loop_store):
         judgements = session.scalar(select(func.count()).select_from(Judgement))
         reward = latest_artifact(session, "reward_model")
     assert judgements == 3 * tasks  # the panel's overlap
-    assert prefs.meta["train_pairs"] + prefs.meta["test_pairs"] + prefs.meta["no_consensus"] == tasks
+    meta = prefs.meta
+    assert meta["train_pairs"] + meta["test_pairs"] + meta["no_consensus"] + meta["tie_or_unacceptable"] == tasks
     assert reward.meta["train_pairs"] == prefs.meta["train_pairs"]
 
 

@@ -32,7 +32,7 @@ from clinalign.store import Campaign, Candidate, Judgement, Prompt, Task
 USABLE = ("A", "B", "tie", "both_unacceptable", "good", "bad")
 
 
-class PrioritiseConfig(StageConfig):
+class Config(StageConfig):
     campaign: str = Field(min_length=1)
     """Name of the campaign to reorder."""
 
@@ -65,7 +65,7 @@ def rank(reward_gaps: dict[int, float], votes: dict[int, list[str]]) -> dict[int
     return priorities
 
 
-def prioritise(ctx: RunContext, config: PrioritiseConfig) -> dict:
+def prioritise(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         campaign = session.scalar(select(Campaign).where(Campaign.name == config.campaign))
         if campaign is None:

@@ -32,7 +32,7 @@ DEFAULT_GUIDELINES = (
 )
 
 
-class CampaignConfig(StageConfig):
+class Config(StageConfig):
     name: str = Field(min_length=1, max_length=100)
     """A unique name clinicians see on their work list."""
 
@@ -66,7 +66,7 @@ class CampaignConfig(StageConfig):
     seed: int = 7
 
 
-def _check(config: CampaignConfig) -> None:
+def _check(config: Config) -> None:
     if not config.axes:
         raise ClinalignError("choose at least one axis to rate")
     unknown = [a for a in config.axes if a not in AXES]
@@ -118,7 +118,7 @@ def _gold_tasks(session, ctx: RunContext, campaign: Campaign, prompts: list[Prom
     return tasks
 
 
-def create_campaign(ctx: RunContext, config: CampaignConfig, actor: str) -> dict:
+def create_campaign(ctx: RunContext, config: Config, actor: str) -> dict:
     """Build a campaign's items from candidate answers; refuses prompts that are not de-identified."""
     _check(config)
     rng = random.Random(config.seed)

@@ -194,6 +194,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         "sft_rewrites": counts["sft_rewrites"],
         "judgements": counts["judgements"],
         "no_consensus": len(tasks) - len(decided),
+        "tie_or_unacceptable": sum(d.choice in ("tie", "both_unacceptable") for d in decided),
         "adjudicated": len(adjudicated),
     }
     with ctx.store.session() as session:

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 
 from clinalign import preferences
-from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, CampaignConfig, create_campaign
+from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, Config, create_campaign
 from clinalign.audit import artifacts, record_event, track_run
 from clinalign.schemas import AXES
 from clinalign.store import Campaign, Judgement, Task
@@ -70,7 +70,7 @@ def create(
 ):
     check_csrf(found.csrf, csrf)
     try:
-        config = CampaignConfig(
+        config = Config(
             name=name.strip(),
             candidates=candidates,
             mode=mode,
