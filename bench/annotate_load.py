@@ -49,6 +49,7 @@ ITEM = re.compile(r'action="/items/(\d+)"')
 @dataclass
 class Tally:
     next_ms: list[float] = field(default_factory=list)
+    app_ms: list[float] = field(default_factory=list)  # the server's own time (Server-Timing), every request
     submit_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     acked: set[int] = field(default_factory=set)  # assignment ids whose submission was acknowledged
@@ -98,6 +99,10 @@ async def sign_in(base: str, username: str) -> httpx.AsyncClient:
     return client
 
 
+def app_time(response: httpx.Response) -> float:
+    return float(response.headers.get("server-timing", "app;dur=nan").split("dur=")[1])
+
+
 def vote(page: str, rng: random.Random) -> dict:
     form = {"csrf": CSRF.search(page).group(1), "choice": rng.choice(["A", "B", "A", "tie"]), "rationale": "load test"}
     for side in "ab":
@@ -120,6 +125,7 @@ async def clinician(client: httpx.AsyncClient, campaign: int, until: float, thin
                 return
             page = await client.get(response.headers["location"])
             tally.next_ms.append(1000 * (time.perf_counter() - started))
+            tally.app_ms += [app_time(response), app_time(page)]
             found = ITEM.search(page.text)
             if page.status_code != 200 or not found:
                 tally.errors.append(f"item {page.status_code}")
@@ -128,6 +134,7 @@ async def clinician(client: httpx.AsyncClient, campaign: int, until: float, thin
             started = time.perf_counter()
             sent = await client.post(f"/items/{found.group(1)}", data=vote(page.text, rng))
             tally.submit_ms.append(1000 * (time.perf_counter() - started))
+            tally.app_ms.append(app_time(sent))
             if sent.status_code == 303:
                 tally.acked.add(int(found.group(1)))
             else:
@@ -230,7 +237,7 @@ def bench(label: str, url: str, args) -> dict:
     lost = tally.acked - judged
     requests = 2 * len(tally.next_ms) + len(tally.submit_ms)
     print(f"\n{label}: {args.clients} clinicians for {elapsed:.0f} s, think {args.think_min}-{args.think_max} s")
-    for name, values in (("next item", tally.next_ms), ("submit", tally.submit_ms)):
+    for name, values in (("next item", tally.next_ms), ("submit", tally.submit_ms), ("in the app", tally.app_ms)):
         print(
             f"  {name:<10} n={len(values):>6}  p50 {percentile(values, 50):6.1f} ms"
             f"  p95 {percentile(values, 95):6.1f} ms"

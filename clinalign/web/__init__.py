@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import jinja2
@@ -86,12 +87,15 @@ class Guard:
                 return await _error_page(request, 413, message)(scope, receive, send)
         no_store = not scope["path"].startswith("/static/")
         started = False
+        began = time.perf_counter()
 
         async def send_with_headers(message):
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 extra = SECURITY_HEADERS + ([(b"cache-control", b"no-store")] if no_store else [])
+                # How long the app took (W3C Server-Timing): tells server time from network and queueing.
+                extra.append((b"server-timing", f"app;dur={1000 * (time.perf_counter() - began):.1f}".encode()))
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 

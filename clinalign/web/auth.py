@@ -50,12 +50,10 @@ def login(
     next: str = Form(default="", max_length=500),
 ):
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), csrf)
-    with request.app.state.store.session() as session:
-        try:
-            user = accounts.authenticate(session, username, password, client_address(request))
-            error = None
-        except accounts.SignInRefused as err:  # caught inside the block: the failed attempt is kept
-            user, error = None, str(err)
+    try:
+        user, error = accounts.authenticate(request.app.state.store, username, password, client_address(request)), None
+    except accounts.SignInRefused as err:
+        user, error = None, str(err)
     if error:
         response = render(
             request,
