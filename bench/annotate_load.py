@@ -72,11 +72,14 @@ def prepare(url: str, data_dir: Path, clinicians: int, prompts: int, overlap: in
     return campaign
 
 
-def start_server(url: str, data_dir: Path, port: int) -> subprocess.Popen:
+def start_server(url: str, data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "CLINALIGN_DATABASE_URL": url, "CLINALIGN_DATA_DIR": str(data_dir)}
     binary = Path(sys.executable).with_name("clinalign")
     server = subprocess.Popen(
-        [str(binary), "web", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [str(binary), "web", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -184,9 +187,16 @@ def stored(url: str, campaign: int) -> tuple[set[int], int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to tell server work from client work."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its children (Linux /proc): the server's workers."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -213,7 +223,7 @@ def bench(label: str, url: str, args) -> dict:
             url = f"sqlite:///{data_dir / 'bench.db'}"
         campaign = prepare(url, data_dir, args.clients, args.prompts, args.overlap)
         port = free_port()
-        server = start_server(url, data_dir, port)
+        server = start_server(url, data_dir, port, args.workers)
         tally = Tally()
         cpu = {}
         try:
@@ -236,7 +246,10 @@ def bench(label: str, url: str, args) -> dict:
         judged, over = stored(url, campaign)
     lost = tally.acked - judged
     requests = 2 * len(tally.next_ms) + len(tally.submit_ms)
-    print(f"\n{label}: {args.clients} clinicians for {elapsed:.0f} s, think {args.think_min}-{args.think_max} s")
+    print(
+        f"\n{label}: {args.clients} clinicians for {elapsed:.0f} s, think {args.think_min}-{args.think_max} s, "
+        f"{args.workers} server processes"
+    )
     for name, values in (("next item", tally.next_ms), ("submit", tally.submit_ms), ("in the app", tally.app_ms)):
         print(
             f"  {name:<10} n={len(values):>6}  p50 {percentile(values, 50):6.1f} ms"
@@ -245,7 +258,8 @@ def bench(label: str, url: str, args) -> dict:
         )
     print(
         f"  server CPU {1000 * server_cpu / max(requests, 1):.1f} ms per request"
-        f" ({server_cpu / elapsed:.0%} of a core); the simulated clients used {client_cpu / elapsed:.0%} of a core"
+        f" ({server_cpu / elapsed:.0%} of a core in all); the simulated clients used"
+        f" {client_cpu / elapsed:.0%} of a core"
     )
     print(f"  requests/s {requests / elapsed:.0f}  errors {len(tally.errors)} {sorted(set(tally.errors))[:5]}")
     print(
@@ -262,6 +276,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=45.0, help="load duration (at most 60)")
     parser.add_argument("--prompts", type=int, default=2000, help="items in the campaign")
     parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="server processes (clinalign web --workers)")
     parser.add_argument("--think-min", type=float, default=3.0, help="seconds between showing and submitting")
     parser.add_argument("--think-max", type=float, default=9.0)
     parser.add_argument(

@@ -385,23 +385,28 @@ def lineage(artifact_id: int = typer.Argument(..., help="Artifact id (see the re
 def web(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(2, min=1, help="Server processes (Python runs one request at a time per process)."),
 ) -> None:
     """Serve the clinician web app on the store named by the environment (migrated on start)."""
     import uvicorn
 
-    from clinalign.web import create_app
+    from clinalign.settings import Settings
+    from clinalign.store import Store
 
     try:
-        application = create_app()
+        Store.open(Settings().url).engine.dispose()  # migrate once, before the workers start
     except ClinalignError as err:
         fail(str(err))
-    # Writes to SQLite queue on one lock in this process; a thread holding it gives up the GIL at every
-    # statement and, at the default 5 ms switch interval, can wait that long to get it back while
-    # other requests run: the queue then moves at a few transactions per 5 ms. 0.5 ms keeps it
-    # moving (bench/annotate_load.py: p95 for "next item" fell from 270 ms to 115 ms at 50 clients).
-    sys.setswitchinterval(0.0005)
     console.print(f"clinalign web on http://{host}:{port} (Ctrl+C to stop)")
-    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=True)
+    uvicorn.run(
+        "clinalign.web:create_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=True,
+    )
 
 
 users_app = typer.Typer(help="Accounts for the web app.", no_args_is_help=True)

@@ -9,6 +9,7 @@ it; every later stage reads ``Record`` through ``deidentified_records()``, which
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -321,6 +322,31 @@ def _sqlite_begin(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _WriterQueue:
+    """SQLite has one writer at a time, and its busy handler waits by sleeping (up to 100 ms a try),
+    which under many concurrent clicks turns into long stalls. Writers queue here instead: threads of
+    one process on a lock, processes (web workers, the CLI) on an advisory lock of a file beside the
+    database, both handed over by the kernel as soon as they are free."""
+
+    def __init__(self, database: str | None):
+        self._threads = threading.Lock()
+        self._path = f"{database}.write-lock" if database and database != ":memory:" else None
+        self._file = None
+
+    def __enter__(self):
+        self._threads.acquire()
+        if self._path:
+            if self._file is None:
+                self._file = open(self._path, "a")  # noqa: SIM115 - held for the life of the store
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self._path:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._threads.release()
+
+
 class Store:
     """An engine plus a session factory; ``Store.open(url)`` also migrates the schema to head."""
 
@@ -328,10 +354,7 @@ class Store:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._readers = sessionmaker(reader or engine, expire_on_commit=False)
-        # SQLite has one writer at a time and its busy handler waits by sleeping (up to 100 ms a try):
-        # threads of this process queue on a lock instead, handing over in microseconds. Other
-        # processes (the CLI beside the web app) still wait on SQLite's own lock.
-        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        self._writer = _WriterQueue(engine.url.database) if engine.dialect.name == "sqlite" else nullcontext()
 
     @classmethod
     def open(cls, url: str, migrate: bool = True) -> Store:

@@ -13,7 +13,7 @@ from clinalign.store import Store
 
 def test_a_killed_server_loses_no_acknowledged_judgement(tmp_path):
     url = f"sqlite:///{tmp_path / 'fault.db'}"
-    campaign = prepare(url, tmp_path, clinicians=20, prompts=60, overlap=2)
+    campaign = prepare(url, tmp_path, clinicians=20, prompts=400, overlap=2)
     port = free_port()
     server = start_server(url, tmp_path, port)
     tally = Tally()
