@@ -2,17 +2,18 @@
 
 Starts ``clinalign web`` on 127.0.0.1 as its own process, signs in N simulated clinicians (before the
 clock starts: Argon2 is slow by design), then for a bounded time each one loops: ask for the next
-item (the "next" redirect plus the item page: what a clinician waits for), think, submit. Prints
-p50/p95/p99 of both, errors, and judgements acknowledged (a 303 after submit) against judgements
+item, think, submit. Prints p50/p95/p99 of both (and of the server's own time per request, from its
+Server-Timing header), errors, and judgements acknowledged (a 303 after submit) against judgements
 found in the database afterwards, and whether any item went past its overlap.
 
     .venv/bin/python bench/annotate_load.py                     # both databases, 200 clients, 45 s each
     .venv/bin/python bench/annotate_load.py --db sqlite --clients 50 --seconds 20
 
+"next item" is the page a clinician waits for after "save and next" (the next item itself).
 The think time (default: uniform 3-9 s between seeing an item and submitting it) is far shorter than
 a clinician's (reading two answers and rating six axes on each takes a minute or more), so 200
 clients here load the server like a thousand or more real ones. ``--think-min 0.5 --think-max 1.5``
-is a stress run that finds where one server process saturates.
+is a stress run that finds where the server saturates.
 """
 
 from __future__ import annotations
@@ -120,18 +121,14 @@ async def clinician(client: httpx.AsyncClient, campaign: int, until: float, thin
     while time.monotonic() < until:
         try:
             started = time.perf_counter()
-            response = await client.get(f"/work/{campaign}/next")
-            if response.status_code == 200 and "Nothing left" in response.text:
-                return
-            if response.status_code != 303:
-                tally.errors.append(f"next {response.status_code}")
-                return
-            page = await client.get(response.headers["location"])
+            page = await client.get(f"/work/{campaign}/next")
             tally.next_ms.append(1000 * (time.perf_counter() - started))
-            tally.app_ms += [app_time(response), app_time(page)]
+            tally.app_ms.append(app_time(page))
+            if page.status_code == 200 and "Nothing left" in page.text:
+                return
             found = ITEM.search(page.text)
             if page.status_code != 200 or not found:
-                tally.errors.append(f"item {page.status_code}")
+                tally.errors.append(f"next {page.status_code}")
                 return
             await asyncio.sleep(rng.uniform(*think))
             started = time.perf_counter()
@@ -245,7 +242,7 @@ def bench(label: str, url: str, args) -> dict:
             server.wait(timeout=30)
         judged, over = stored(url, campaign)
     lost = tally.acked - judged
-    requests = 2 * len(tally.next_ms) + len(tally.submit_ms)
+    requests = len(tally.next_ms) + len(tally.submit_ms)
     print(
         f"\n{label}: {args.clients} clinicians for {elapsed:.0f} s, think {args.think_min}-{args.think_max} s, "
         f"{args.workers} server processes"

@@ -71,11 +71,16 @@ def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clini
         plan = queue.candidates(session, campaign, found.user)
     with store.session() as session:
         assignment = queue.take(session, plan, found.user, lease=lease)
-    if assignment is None:
-        with store.reading() as session:
+        if assignment is not None:
+            queue.viewed(session, found.user, assignment)
+    with store.reading() as session:
+        if assignment is None:
             done, total = queue.progress(session, campaign, found.user)
-        return render(request, "done.html.j2", campaign=campaign, done=done, total=total)
-    return RedirectResponse(f"/items/{assignment.id}", status_code=303)
+            return render(request, "done.html.j2", campaign=campaign, done=done, total=total)
+        item = queue.item(session, assignment, found.user)
+    # The item itself, not a redirect to it: one round trip fewer between two items. Reloading this
+    # page shows the same item again (it stays claimed until judged).
+    return render(request, "item.html.j2", item=item, action=f"/items/{assignment.id}", values=None)
 
 
 @router.get("/items/{assignment_id}")
