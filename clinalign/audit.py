@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinalign import __version__
@@ -87,41 +85,35 @@ def _event_hash(prev_hash: str, ts: str, actor: str, action: str, subject: str, 
 
 
 # Appenders on PostgreSQL queue on this advisory lock (held to the end of their transaction), so they
-# read the chain's tip one at a time; elsewhere the database's own write lock serialises them.
+# read the chain's tip one at a time; on SQLite every write transaction already holds the database's
+# single write lock from its start (BEGIN IMMEDIATE).
 _AUDIT_LOCK = 0x636C696E  # "clin"
 
 
 def record_event(session: Session, actor: str, action: str, subject: str, payload: dict | None = None) -> AuditEvent:
     """Append one event to the chain inside ``session``'s transaction.
 
-    Payloads carry ids and counts, never record text. The unique ``prev_hash`` is the safety net: a
-    writer that read a stale tip fails its insert and retries on the new one.
+    Payloads carry ids and counts, never record text. Call it last in a transaction: on PostgreSQL
+    it holds the chain's lock until commit. The unique ``prev_hash`` is the safety net: were two
+    writers ever to read the same tip, the second insert would fail and its whole transaction with it.
     """
     body = canonical_json(payload or {})
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
-    for attempt in range(50):
-        tip = session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
-        prev = tip.hash if tip else GENESIS
-        ts = datetime.now(UTC).isoformat(timespec="microseconds")
-        event = AuditEvent(
-            ts=ts,
-            actor=actor,
-            action=action,
-            subject=subject,
-            payload=body,
-            prev_hash=prev,
-            hash=_event_hash(prev, ts, actor, action, subject, body),
-        )
-        try:
-            with session.begin_nested():
-                session.add(event)
-                session.flush()
-        except IntegrityError:
-            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # back off, then read the new tip
-            continue
-        return event
-    raise ClinalignError("audit chain is busy: could not append an event after 50 attempts")
+    prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
+    ts = datetime.now(UTC).isoformat(timespec="microseconds")
+    event = AuditEvent(
+        ts=ts,
+        actor=actor,
+        action=action,
+        subject=subject,
+        payload=body,
+        prev_hash=prev,
+        hash=_event_hash(prev, ts, actor, action, subject, body),
+    )
+    session.add(event)
+    session.flush()
+    return event
 
 
 @dataclass

@@ -361,12 +361,12 @@ class Store:
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Every web worker thread may hold a connection; the default pool (5 + 10) would make them queue.
-        engine, reader = create_engine(url, pool_size=10, max_overflow=40), None
+        engine, reader = create_engine(url, pool_size=40, max_overflow=20), None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
             reader = create_engine(
-                url, pool_size=10, max_overflow=40
+                url, pool_size=40, max_overflow=20
             )  # autocommit reads: each statement sees the latest commit
             event.listen(reader, "connect", _sqlite_pragmas)
         store = cls(engine, reader)

@@ -192,10 +192,24 @@ def take(
     now = utcnow()
     if plan.current is not None:
         return session.get(Assignment, plan.current)
-    for task_id in plan.fresh:
+    remaining = list(plan.fresh)
+    while remaining:
+        # On PostgreSQL, skip tasks another request is claiming this instant instead of queueing on
+        # their row lock (everyone's best candidate is often the same task); SQLite ignores the clause,
+        # its writers already take turns.
+        task_id = session.scalar(
+            select(Task.id)
+            .where(Task.id.in_(remaining), Task.open_slots > 0)
+            .order_by(Task.priority.desc(), Task.open_slots, Task.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if task_id is None:
+            break
         assignment = _claim(session, task_id, user, now, rng, lease)
         if assignment is not None:
             return assignment
+        remaining.remove(task_id)
     for assignment_id in plan.lapsed:
         assignment = _reclaim(session, assignment_id, user, now, rng, lease)
         if assignment is not None:
