@@ -57,8 +57,10 @@ async def username(request: Request) -> str:
     try:
         token = await request.app.state.oidc.authorize_access_token(request)
     except OAuthError as err:
-        raise HTTPException(status_code=401, detail=f"Single sign-on failed ({err.error}).") from None
+        raise HTTPException(
+            status_code=400, detail=f"Single sign-on failed ({err.error}); please start again."
+        ) from None
     value = (token.get("userinfo") or {}).get(claim)
     if not value:
-        raise HTTPException(status_code=401, detail=f"The identity provider sent no '{claim}' claim.")
+        raise HTTPException(status_code=400, detail=f"The identity provider sent no '{claim}' claim.")
     return str(value)
