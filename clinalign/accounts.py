@@ -3,6 +3,9 @@
 Shared by the CLI (``clinalign users add``) and the web app. Passwords are hashed with Argon2id
 (``argon2-cffi``, RFC 9106 parameters). Sign-in is throttled per username and per address from the
 ``LoginAttempt`` table, so every server instance on the same database enforces one limit.
+
+Reads: ``User``, ``LoginAttempt``.
+Writes: ``User`` (accounts, rehashed passwords), ``LoginAttempt``, audit events (sign-ins, accounts).
 """
 
 from __future__ import annotations

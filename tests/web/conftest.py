@@ -38,12 +38,16 @@ class Web:
         assert response.status_code == 303, response.text
         return client
 
-    def campaign(self, name: str = "chest", **fields) -> int:
+    def post_campaign(self, name: str = "chest", **fields):
+        """The data expert's "new campaign" form, as posted; the response as it came."""
         expert = self.login("expert1")
         form = {"name": name, "candidates": self.candidates, "mode": "pair", "overlap": 3, "axes": AXES6, **fields}
-        response = expert.post(
+        return expert.post(
             "/campaigns", data={"csrf": csrf(expert.get("/campaigns/new").text), **form}, follow_redirects=False
         )
+
+    def campaign(self, name: str = "chest", **fields) -> int:
+        response = self.post_campaign(name, **fields)
         assert response.status_code == 303, response.text
         return int(response.headers["location"].rsplit("/", 1)[1])
 

@@ -43,48 +43,16 @@ def test_a_campaign_from_the_form_has_its_items_gold_and_rules(web):
         assert len(tasks) == 15 and sum(1 for t in tasks if t.gold) == 3
         assert {t.gold for t in tasks if t.gold} <= {"A", "B"} and all(t.specialty for t in tasks)
         assert session.scalar(select(AuditEvent).where(AuditEvent.action == "campaign.create")).actor == "expert1"
-    expert = web.login("expert1")
-    again = expert.post(
-        "/campaigns",
-        data={
-            "csrf": csrf(expert.get("/campaigns/new").text),
-            "name": "round 1",
-            "candidates": web.candidates,
-            "mode": "pair",
-            "overlap": 2,
-            "axes": ["consensus"],
-        },
-    )
+    again = web.post_campaign("round 1", overlap=2, axes=["consensus"])
     assert again.status_code == 400 and "already exists" in again.text
-    bad_axis = expert.post(
-        "/campaigns",
-        data={
-            "csrf": csrf(expert.get("/campaigns/new").text),
-            "name": "r2",
-            "candidates": web.candidates,
-            "mode": "pair",
-            "overlap": 2,
-            "axes": ["wit"],
-        },
-    )
+    bad_axis = web.post_campaign("r2", overlap=2, axes=["wit"])
     assert bad_axis.status_code == 400 and "subset" in bad_axis.text
 
 
 def test_only_deidentified_records_can_enter_a_campaign(tmp_path):
     store = Store.open(f"sqlite:///{tmp_path / 'phi.db'}")
     web = Web(store, tmp_path, seed(store, tmp_path, deidentified=False))
-    expert = web.login("expert1")
-    response = expert.post(
-        "/campaigns",
-        data={
-            "csrf": csrf(expert.get("/campaigns/new").text),
-            "name": "x",
-            "candidates": web.candidates,
-            "mode": "pair",
-            "overlap": 2,
-            "axes": ["consensus"],
-        },
-    )
+    response = web.post_campaign("x", overlap=2, axes=["consensus"])
     assert response.status_code == 400 and "not de-identified" in response.text
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Campaign)) == 0
