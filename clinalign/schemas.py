@@ -17,7 +17,11 @@ class ClinalignError(Exception):
 
 Persona = Literal["patient", "clinician", "educator", "payer", "unknown"]
 Risk = Literal["emergency", "urgent", "routine", "unknown"]
-Choice = Literal["A", "B", "tie", "both_unacceptable", "cannot_judge"]
+# What a rater can decide about a pair, or about one answer alone (single-answer mode, KTO data);
+# "cannot_judge" is a declined item: a missing value for agreement and consensus.
+PAIR_CHOICES: tuple[str, ...] = ("A", "B", "tie", "both_unacceptable")
+SINGLE_CHOICES: tuple[str, ...] = ("good", "bad")
+Choice = Literal[PAIR_CHOICES + ("cannot_judge",)]  # type: ignore[valid-type]
 
 
 # Kinds of deliberately unsafe or unhelpful answers a case may carry next to its reference.
@@ -76,8 +80,7 @@ ERROR_TAG_LABELS: dict[str, str] = {
 }
 ERROR_TAGS: tuple[str, ...] = tuple(ERROR_TAG_LABELS)  # error tags a rater can attach to an answer
 
-# Choices a rater makes on one answer alone (single-answer mode, KTO-style data).
-Verdict = Literal["good", "bad", "cannot_judge"]
+Verdict = Literal[SINGLE_CHOICES + ("cannot_judge",)]  # type: ignore[valid-type]
 Rating = Annotated[int, Field(ge=1, le=5)]
 
 

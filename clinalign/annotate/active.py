@@ -25,11 +25,9 @@ from sqlalchemy import select
 
 from clinalign import lm
 from clinalign.audit import RunContext, record_event, require_artifact
-from clinalign.schemas import ClinalignError
+from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError
 from clinalign.settings import StageConfig
 from clinalign.store import Campaign, Candidate, Judgement, Prompt, Task
-
-USABLE = ("A", "B", "tie", "both_unacceptable", "good", "bad")
 
 
 class Config(StageConfig):
@@ -46,7 +44,7 @@ def uncertainty(reward_gap: float) -> float:
 
 
 def disagreement(votes: list[str]) -> float:
-    usable = [v for v in votes if v in USABLE]
+    usable = [v for v in votes if v in PAIR_CHOICES or v in SINGLE_CHOICES]
     if len(usable) < 2:
         return 0.0
     kinds = len(set(usable)) if len(set(usable)) > 1 else 2

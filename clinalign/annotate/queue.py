@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinalign.audit import record_event
-from clinalign.schemas import ClinalignError, JudgementIn
+from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError, JudgementIn
 from clinalign.store import (
     Adjudication,
     Assignment,
@@ -34,11 +34,12 @@ from clinalign.store import (
     Prompt,
     Task,
     User,
+    aware,
     utcnow,
 )
 
 LEASE = timedelta(minutes=30)
-_CANDIDATES = 20  # items tried per request before answering "nothing left" (each try is one insert)
+_CANDIDATES = 20  # items read per request as candidates before answering "nothing left"
 
 
 class NotFound(ClinalignError):
@@ -59,11 +60,6 @@ class Item:
     answers: list[str]  # in display order
     done: int
     total: int
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def _routed(query, campaign: Campaign, user: User):
@@ -264,7 +260,7 @@ def _task_order(judgement: JudgementIn, swapped: bool) -> dict:
 def validate(judgement: JudgementIn, campaign: Campaign) -> None:
     """The campaign's rules on top of the schema's: mode, and exactly the campaign's axes."""
     pair = campaign.mode == "pair"
-    if pair != (judgement.choice in ("A", "B", "tie", "both_unacceptable", "cannot_judge")):
+    if judgement.choice not in (PAIR_CHOICES if pair else SINGLE_CHOICES) + ("cannot_judge",):
         raise ClinalignError(f"choice {judgement.choice!r} does not fit a {campaign.mode} campaign")
     if judgement.choice == "cannot_judge":
         return  # nothing to rate: the clinician declined the item
@@ -286,7 +282,7 @@ def submit(session: Session, assignment: Assignment, user: User, judgement: Judg
     task = session.get(Task, assignment.task_id)
     campaign = session.get(Campaign, task.campaign_id)
     validate(judgement, campaign)
-    seconds = (utcnow() - _aware(assignment.created_at)).total_seconds()
+    seconds = (utcnow() - aware(assignment.created_at)).total_seconds()
     row = Judgement(task_id=task.id, user_id=user.id, seconds=seconds, **_task_order(judgement, assignment.swapped))
     try:
         with session.begin_nested():

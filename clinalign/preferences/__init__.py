@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from clinalign.audit import RunContext, canonical_json, record_event, require_artifact, sha256_text
 from clinalign.preferences import export
-from clinalign.preferences.agreement import PAIR_CHOICES, SINGLE_CHOICES, agreement
-from clinalign.schemas import AXES, ClinalignError
+from clinalign.preferences.agreement import agreement
+from clinalign.schemas import AXES, PAIR_CHOICES, SINGLE_CHOICES, ClinalignError
 from clinalign.settings import StageConfig
 from clinalign.store import Adjudication, Artifact, Campaign, Candidate, Judgement, Prompt, Task, User
 
@@ -150,14 +150,19 @@ def _decisions(tasks: dict[int, Task], judgements: list[Judgement], adjudicated:
     return decided
 
 
+def _figures(campaign, tasks, judgements, adjudicated, names, min_votes: int):
+    """The decided items, and every agreement figure measured against them."""
+    decided = _decisions(tasks, judgements, adjudicated, min_votes)
+    gold = {t.id: t.gold for t in tasks.values() if t.gold}
+    axes = tuple(campaign.axes) if campaign else AXES
+    return decided, agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
+
+
 def stats(session: Session, config: Config) -> dict:
     """Every agreement figure for a campaign (or the newest simulated panel), keyed by username."""
     campaign, tasks, judgements, adjudicated = _load(session, config, None)
     names = {u.id: u.username for u in session.scalars(select(User))}
-    decided = _decisions(tasks, judgements, adjudicated, config.min_votes)
-    gold = {t.id: t.gold for t in tasks.values() if t.gold}
-    axes = tuple(campaign.axes) if campaign else AXES
-    figures = agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
+    decided, figures = _figures(campaign, tasks, judgements, adjudicated, names, config.min_votes)
     figures.update(items=len(tasks), decided=len(decided), adjudicated=len(adjudicated))
     return figures
 
@@ -178,11 +183,8 @@ def run(ctx: RunContext, config: Config) -> dict:
         prompt_ids = {t.prompt_id for t in tasks.values()}
         prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_(prompt_ids)))}
         names = {u.id: u.username for u in session.scalars(select(User))}
-    decided = _decisions(tasks, judgements, adjudicated, config.min_votes)
-    gold = {t.id: t.gold for t in tasks.values() if t.gold}
+    decided, figures = _figures(campaign, tasks, judgements, adjudicated, names, config.min_votes)
     decided_training = [d for d in decided if not d.task.gold]  # calibration items measure raters, they don't train
-    axes = tuple(campaign.axes) if campaign else AXES
-    figures = agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
     rows = export.tables(
         decided_training, tasks, judgements, prompts, candidates, names, campaign.name if campaign else None
     )

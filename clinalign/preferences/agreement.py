@@ -21,11 +21,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from clinalign.schemas import AXES
+from clinalign.schemas import AXES, PAIR_CHOICES, SINGLE_CHOICES
 from clinalign.store import Judgement
 
-PAIR_CHOICES = ("A", "B", "tie", "both_unacceptable")  # "cannot_judge" is a missing value
-SINGLE_CHOICES = ("good", "bad")
 MIN_SHARED = 5
 
 

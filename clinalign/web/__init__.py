@@ -27,7 +27,7 @@ from clinalign.accounts import SignInRefused
 from clinalign.annotate.queue import Conflict, NotFound
 from clinalign.schemas import AXIS_LABELS, ERROR_TAG_LABELS, ClinalignError
 from clinalign.settings import Settings
-from clinalign.store import Store
+from clinalign.store import Campaign, Store
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -48,6 +48,13 @@ def render(request: Request, name: str, status: int = 200, **context) -> HTMLRes
     return templates.TemplateResponse(
         request, name, {"visitor": found, "csrf": found.csrf if found else "", **context}, status_code=status
     )
+
+
+def campaign_or_404(session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(status_code=404, detail=f"No campaign {campaign_id}.")
+    return campaign
 
 
 def _error_page(request: Request, status: int, message: str) -> HTMLResponse:

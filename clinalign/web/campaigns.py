@@ -8,6 +8,7 @@ import zipfile
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from clinalign import preferences
@@ -15,19 +16,12 @@ from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, Config, create_camp
 from clinalign.audit import artifacts, record_event, track_run
 from clinalign.schemas import AXES
 from clinalign.store import Campaign, Judgement, Task
-from clinalign.web import render
+from clinalign.web import campaign_or_404, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
 experts = require("data_expert", "admin")
 readers = require("data_expert", "admin", "reviewer")
-
-
-def _campaign(session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise HTTPException(status_code=404, detail=f"No campaign {campaign_id}.")
-    return campaign
 
 
 @router.get("/campaigns")
@@ -81,8 +75,9 @@ def create(
             routing=routing,
             disagreement=disagreement,
         )
-    except ValueError as err:
-        raise HTTPException(status_code=422, detail=f"Invalid campaign: {err.__class__.__name__}") from None
+    except ValidationError as err:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in err.errors()})
+        raise HTTPException(status_code=422, detail=f"Please correct: {', '.join(fields)}.") from None
     settings = request.app.state.settings
     with track_run(request.app.state.store, "annotate", config, settings.data_dir) as ctx:
         figures = create_campaign(ctx, config, actor=found.user.username)
@@ -94,7 +89,7 @@ def dashboard(request: Request, campaign_id: int, found: Visitor = Depends(reade
     from clinalign.report import agreement_plot
 
     with request.app.state.store.session() as session:
-        campaign = _campaign(session, campaign_id)
+        campaign = campaign_or_404(session, campaign_id)
         figures = preferences.stats(session, preferences.Config(campaign=campaign.name))
         disputed = len(preferences.disputed(session, campaign))
         judged = session.scalar(
@@ -121,7 +116,7 @@ def export(request: Request, campaign_id: int, found: Visitor = Depends(experts)
     """Run the preferences stage on this campaign and send its files as one zip."""
     check_csrf(found.csrf, csrf)
     with request.app.state.store.session() as session:
-        campaign = _campaign(session, campaign_id)
+        campaign = campaign_or_404(session, campaign_id)
     config = preferences.Config(campaign=campaign.name)
     settings = request.app.state.settings
     with track_run(request.app.state.store, "preferences", config, settings.data_dir) as ctx:

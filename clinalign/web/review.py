@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from clinalign import preferences
 from clinalign.store import Campaign, Candidate, Prompt, Task, User
-from clinalign.web import render
+from clinalign.web import campaign_or_404, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -26,9 +26,7 @@ def queues(request: Request, found: Visitor = Depends(reviewer)):
 @router.get("/review/{campaign_id}")
 def next_disputed(request: Request, campaign_id: int, found: Visitor = Depends(reviewer)):
     with request.app.state.store.session() as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None:
-            raise HTTPException(status_code=404, detail=f"No campaign {campaign_id}.")
+        campaign = campaign_or_404(session, campaign_id)
         queue = preferences.disputed(session, campaign)
         if not queue:
             return render(request, "review_done.html.j2", campaign=campaign)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import delete, select, update
 
-from clinalign.store import User, WebSession, utcnow
+from clinalign.store import User, WebSession, aware, utcnow
 
 COOKIE = "clinalign_session"
 LOGIN_CSRF_COOKIE = "clinalign_login_csrf"
@@ -44,10 +44,6 @@ class Visitor:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _aware(moment):
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def set_cookie(request: Request, response, name: str, value: str, max_age: int | None = None) -> None:
@@ -92,7 +88,7 @@ def visitor(request: Request) -> Visitor:
     if found is None or not found[1].active:
         raise SessionExpired()
     row, user = found
-    last_seen = _aware(row.last_seen)
+    last_seen = aware(row.last_seen)
     if now - last_seen > idle:
         with store.session() as session:
             session.execute(delete(WebSession).where(WebSession.id == row.id))

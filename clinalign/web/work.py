@@ -13,18 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from clinalign.annotate import queue
 from clinalign.schemas import JudgementIn
 from clinalign.store import Assignment, Campaign, Judgement, Task
-from clinalign.web import render
+from clinalign.web import campaign_or_404, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
 clinician = require("clinician")
-
-
-def _campaign(session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise HTTPException(status_code=404, detail=f"No campaign {campaign_id}.")
-    return campaign
 
 
 def judgement_from_form(form, campaign: Campaign, csrf: str) -> JudgementIn:
@@ -67,7 +60,7 @@ def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clini
     lease = timedelta(minutes=request.app.state.settings.session_idle_minutes)
     store = request.app.state.store
     with store.reading() as session:  # choosing is read-only; only the claim takes the write lock
-        campaign = _campaign(session, campaign_id)
+        campaign = campaign_or_404(session, campaign_id)
         plan = queue.candidates(session, campaign, found.user)
     with store.session() as session:
         assignment = queue.take(session, plan, found.user, lease=lease)
@@ -121,7 +114,7 @@ async def submit_item(request: Request, assignment_id: int, found: Visitor = Dep
 @router.get("/work/{campaign_id}/history")
 def history(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
     with request.app.state.store.session() as session:
-        campaign = _campaign(session, campaign_id)
+        campaign = campaign_or_404(session, campaign_id)
         rows = queue.history(session, campaign, found.user)
     return render(request, "history.html.j2", campaign=campaign, rows=rows)
 

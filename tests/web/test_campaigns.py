@@ -47,6 +47,8 @@ def test_a_campaign_from_the_form_has_its_items_gold_and_rules(web):
     assert again.status_code == 400 and "already exists" in again.text
     bad_axis = web.post_campaign("r2", overlap=2, axes=["wit"])
     assert bad_axis.status_code == 400 and "subset" in bad_axis.text
+    bad_mode = web.post_campaign("r3", mode="triple")
+    assert bad_mode.status_code == 422 and "mode" in bad_mode.text
 
 
 def test_only_deidentified_records_can_enter_a_campaign(tmp_path):
