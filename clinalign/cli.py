@@ -388,25 +388,16 @@ def web(
     workers: int = typer.Option(2, min=1, help="Server processes (Python runs one request at a time per process)."),
 ) -> None:
     """Serve the clinician web app on the store named by the environment (migrated on start)."""
-    import uvicorn
-
     from clinalign.settings import Settings
     from clinalign.store import Store
+    from clinalign.web.server import serve
 
     try:
         Store.open(Settings().url).engine.dispose()  # migrate once, before the workers start
     except ClinalignError as err:
         fail(str(err))
     console.print(f"clinalign web on http://{host}:{port} (Ctrl+C to stop)")
-    uvicorn.run(
-        "clinalign.web:create_app",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="warning",
-        proxy_headers=True,
-    )
+    serve(host, port, workers)
 
 
 users_app = typer.Typer(help="Accounts for the web app.", no_args_is_help=True)
