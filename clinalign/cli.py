@@ -341,16 +341,20 @@ def report(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Recompute the hash chain; name the first event that was altered, inserted or removed."""
-    from clinalign.audit import verify_chain
+    """Chain any events still pending, then recompute the chain; name the first event that was altered,
+    inserted or removed."""
+    from clinalign.audit import seal, verify_chain
     from clinalign.settings import Settings
     from clinalign.store import Store
 
-    with Store.open(Settings().url).session() as session:
+    store = Store.open(Settings().url)
+    seal(store)
+    with store.session() as session:
         result = verify_chain(session)
     if not result.ok:
         fail(f"audit chain broken at event {result.first_broken}: {result.reason}")
-    console.print(f"audit chain intact: {result.events} events")
+    waiting = f"; {result.pending} recorded since, not yet chained" if result.pending else ""
+    console.print(f"audit chain intact: {result.events} events{waiting}")
 
 
 @app.command()
@@ -422,9 +426,13 @@ def users_add(
         password = sys.stdin.readline().rstrip("\n")
     elif not sso:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    from clinalign.audit import seal
+
     try:
-        with Store.open(Settings().url).session() as session:
+        store = Store.open(Settings().url)
+        with store.session() as session:
             user = accounts.create_user(session, username, role, password, os.environ.get("USER", "cli"), specialty)
+        seal(store)
     except ClinalignError as err:
         fail(str(err))
     console.print(f"created {user.username} ({user.role})")

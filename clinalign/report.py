@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from clinalign.audit import RunContext, artifacts, lineage, record_event, require_artifact, verify_chain
+from clinalign.audit import RunContext, artifacts, lineage, record_event, require_artifact, seal, verify_chain
 from clinalign.settings import StageConfig
 from clinalign.store import Artifact, Run
 
@@ -113,6 +113,7 @@ def run(ctx: RunContext, config: Config) -> dict:
 
     matplotlib.use("Agg")
 
+    seal(ctx.store)  # the chain the report vouches for includes every event recorded so far
     with ctx.store.session() as session:
         eval_art = require_artifact(session, "eval_report", config.eval_report)
         ctx.use(eval_art.id)

@@ -294,10 +294,10 @@ class RunIO(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained record of a human or machine action.
+    """Append-only, hash-chained record of a human or machine action (sealed from ``AuditPending``).
 
-    ``prev_hash`` is unique, so two writers racing for the chain's tip cannot fork it: the loser's
-    insert fails and it retries on the new tip (see ``audit.record_event``).
+    ``prev_hash`` is unique, so were two sealers ever to read the same tip, the second insert would
+    fail and its transaction with it: the chain cannot fork (see ``audit.seal``).
     """
 
     __tablename__ = "audit_event"
@@ -309,6 +309,18 @@ class AuditEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditPending(Base):
+    """An event committed with the action it records, waiting for ``audit.seal`` to chain it."""
+
+    __tablename__ = "audit_pending"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -328,24 +340,20 @@ def _sqlite_begin(connection) -> None:
 
 
 class _WriterQueue:
-    """Write transactions take turns: threads of one process on a lock, and on SQLite, processes too
-    (web workers, the CLI), on an advisory lock of a file beside the database; the kernel hands both
-    over as soon as they are free.
-
-    SQLite has one writer at a time anyway, and its busy handler waits by sleeping (up to 100 ms a
-    try). On PostgreSQL every write ends by appending to the one audit chain under its advisory lock;
-    letting a process's transactions pile up there, each holding row locks and waiting for the GIL
-    between round trips, was slower: queueing threads took p95 from 650 ms to 270-520 ms in two runs
-    of bench/annotate_load.py, while a file lock across the worker processes measured 690 ms, so on
-    PostgreSQL it is threads only."""
+    """SQLite's write transactions take turns: threads of one process on a lock, and processes (web
+    workers, the CLI) on an advisory lock of a file beside the database; the kernel hands both over
+    as soon as they are free. SQLite has one writer at a time anyway, and its own busy handler waits
+    by sleeping (up to 100 ms a try). PostgreSQL writers need no queue: its row locks order them."""
 
     def __init__(self, url: URL):
-        self._threads = threading.Lock()
-        sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-        self._path = f"{url.database}.write-lock" if sqlite_file else None
+        sqlite = url.get_backend_name() == "sqlite"
+        self._threads = threading.Lock() if sqlite else None
+        self._path = f"{url.database}.write-lock" if sqlite and url.database not in (None, "", ":memory:") else None
         self._file = None
 
     def __enter__(self):
+        if self._threads is None:
+            return self
         self._threads.acquire()
         if self._path:
             if self._file is None:
@@ -354,6 +362,8 @@ class _WriterQueue:
         return self
 
     def __exit__(self, *exc):
+        if self._threads is None:
+            return
         if self._path:
             fcntl.flock(self._file, fcntl.LOCK_UN)
         self._threads.release()

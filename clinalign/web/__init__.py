@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import jinja2
@@ -22,9 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from clinalign.accounts import SignInRefused
 from clinalign.annotate.queue import Conflict, NotFound
+from clinalign.audit import Sealer
 from clinalign.schemas import AXIS_LABELS, ERROR_TAG_LABELS, ClinalignError
 from clinalign.settings import Settings
 from clinalign.store import Campaign, Store
@@ -125,7 +128,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     sys.setswitchinterval(0.0005)
 
     settings = settings or Settings()
-    app = FastAPI(title="clinalign", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Requests only record audit events; this worker's sealer chains them, and its last seal at
+        # shutdown leaves nothing of this worker's pending (a killed worker's are sealed by the next).
+        sealer = Sealer(app.state.store).start()
+        yield
+        await run_in_threadpool(sealer.close)
+
+    app = FastAPI(title="clinalign", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store or Store.open(settings.url)
 

@@ -64,10 +64,7 @@ def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clini
         plan = queue.candidates(session, campaign, found.user)
     with store.session() as session:
         assignment = queue.take(session, plan, found.user, lease=lease)
-    if assignment is not None:
-        # Audited in a transaction of its own: on PostgreSQL the chain's lock would otherwise hold the
-        # claimed task's row lock too, and everyone asking for work would queue behind it.
-        with store.session() as session:
+        if assignment is not None:
             queue.viewed(session, found.user, assignment)
     with store.reading() as session:
         if assignment is None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from clinalign.audit import seal
 from clinalign.settings import Settings
-from clinalign.store import Store
+from clinalign.store import AuditEvent, Store
 from clinalign.web import create_app
 from tests.web.seed import PASSWORD, seed
 
@@ -37,6 +39,14 @@ class Web:
         )
         assert response.status_code == 303, response.text
         return client
+
+    def events(self, action: str | None = None) -> list[AuditEvent]:
+        """The chain so far, oldest first, after sealing what the requests recorded (a TestClient runs
+        no lifespan, so the app's background sealer is not running here)."""
+        seal(self.store)
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        with self.store.reading() as session:
+            return list(session.scalars(query if action is None else query.where(AuditEvent.action == action)))
 
     def post_campaign(self, name: str = "chest", **fields):
         """The data expert's "new campaign" form, as posted; the response as it came."""

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from sqlalchemy import func, select
 
-from clinalign.store import AuditEvent, Campaign, Store, Task
+from clinalign.store import Campaign, Store, Task
 from tests.web.conftest import Web, csrf, judgement_form, open_item, safer_side
 from tests.web.seed import seed
 
@@ -42,7 +42,7 @@ def test_a_campaign_from_the_form_has_its_items_gold_and_rules(web):
         )
         assert len(tasks) == 15 and sum(1 for t in tasks if t.gold) == 3
         assert {t.gold for t in tasks if t.gold} <= {"A", "B"} and all(t.specialty for t in tasks)
-        assert session.scalar(select(AuditEvent).where(AuditEvent.action == "campaign.create")).actor == "expert1"
+    assert [e.actor for e in web.events("campaign.create")] == ["expert1"]
     again = web.post_campaign("round 1", overlap=2, axes=["consensus"])
     assert again.status_code == 400 and "already exists" in again.text
     bad_axis = web.post_campaign("r2", overlap=2, axes=["wit"])
@@ -107,9 +107,7 @@ def test_dashboard_export_and_datasets(web):
     assert len(flat) == 42 and {"a_harm_extent", "b_empathy", "rater", "gold"} <= set(flat[0])
     sft = [json.loads(line) for line in archive.read("sft_rewrites.jsonl").decode().splitlines()]
     assert len(sft) == 14 and sft[0]["messages"][1]["content"] == "Call 911 now."
-    with web.store.session() as session:
-        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "export"))
-        assert event.actor == "expert1"
+    assert [e.actor for e in web.events("export")] == ["expert1"]
     from clinalign.audit import latest_artifact
     from clinalign.preferences.export import load
 

@@ -13,10 +13,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from sqlalchemy import select
 
 from clinalign.settings import Settings
-from clinalign.store import AuditEvent
 from clinalign.web import create_app
 from tests.web.conftest import Web
 
@@ -105,9 +103,8 @@ def test_single_sign_on_maps_the_claim_to_an_existing_account(web: Web, provider
     done = _sign_in(client, provider)
     assert done.status_code == 303 and done.headers["location"] == "/work"
     assert client.get("/work").status_code == 200
-    with web.store.session() as session:
-        login = session.scalar(select(AuditEvent).where(AuditEvent.action == "login"))
-        assert login.actor == "clin1" and "oidc" in login.payload
+    [login] = web.events("login")
+    assert login.actor == "clin1" and "oidc" in login.payload
 
     provider.user = "stranger"  # proven by the provider, but no account here
     refused = _sign_in(web.client(), provider)
