@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,7 +204,9 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else float("nan")
 
 
-def fresh_postgres(server_url: str) -> str:
+@contextmanager
+def fresh_postgres(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server for one run, dropped afterwards."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -211,8 +215,12 @@ def fresh_postgres(server_url: str) -> str:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def bench(label: str, url: str, args) -> dict:
@@ -292,7 +300,8 @@ def main() -> None:
     if args.db in ("sqlite", "both"):
         bench("SQLite", "sqlite", args)
     if args.db in ("postgres", "both"):
-        bench("PostgreSQL", fresh_postgres(args.postgres), args)
+        with fresh_postgres(args.postgres) as url:
+            bench("PostgreSQL", url, args)
 
 
 if __name__ == "__main__":

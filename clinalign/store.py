@@ -372,10 +372,10 @@ class _WriterQueue:
 class Store:
     """An engine plus a session factory; ``Store.open(url)`` also migrates the schema to head."""
 
-    def __init__(self, engine: Engine, reader: Engine | None = None):
+    def __init__(self, engine: Engine, reader: Engine):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._readers = sessionmaker(reader or engine, expire_on_commit=False)
+        self._readers = sessionmaker(reader, expire_on_commit=False)
         self._writer = _WriterQueue(engine.url)
 
     @classmethod
@@ -383,14 +383,16 @@ class Store:
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Every web worker thread may hold a connection; the default pool (5 + 10) would make them queue.
-        engine, reader = create_engine(url, pool_size=40, max_overflow=20), None
+        engine = create_engine(url, pool_size=40, max_overflow=20)
+        # Readers run in autocommit: no BEGIN and ROLLBACK around their statements (two round trips
+        # a page on PostgreSQL), and each statement sees the latest commit.
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
-            reader = create_engine(
-                url, pool_size=40, max_overflow=20
-            )  # autocommit reads: each statement sees the latest commit
+            reader = create_engine(url, pool_size=40, max_overflow=20)  # no BEGIN IMMEDIATE on these
             event.listen(reader, "connect", _sqlite_pragmas)
+        else:
+            reader = engine.execution_options(isolation_level="AUTOCOMMIT")  # the same pool
         store = cls(engine, reader)
         if migrate:
             store.migrate()

@@ -32,6 +32,7 @@ from clinalign.store import (
     Judgement,
     JudgementRevision,
     Prompt,
+    Store,
     Task,
     User,
     aware,
@@ -39,7 +40,8 @@ from clinalign.store import (
 )
 
 LEASE = timedelta(minutes=30)
-_CANDIDATES = 20  # items read per request as candidates before answering "nothing left"
+_CANDIDATES = 20  # tasks read per plan; one claim statement picks the best of them still open
+_TRIES = 3  # plans read per request: one goes stale when others claim all its tasks first
 
 
 class NotFound(ClinalignError):
@@ -69,17 +71,15 @@ def _routed(query, campaign: Campaign, user: User):
 
 
 def progress(session: Session, campaign: Campaign, user: User) -> tuple[int, int]:
-    """(items this clinician has judged, items in the campaign they may see)."""
-    done = session.scalar(
+    """(items this clinician has judged, items in the campaign they may see), in one round trip."""
+    done = (
         select(func.count())
         .select_from(Assignment)
         .join(Task, Task.id == Assignment.task_id)
         .where(Task.campaign_id == campaign.id, Assignment.user_id == user.id, Assignment.judgement_id.is_not(None))
     )
-    total = session.scalar(
-        _routed(select(func.count()).select_from(Task).where(Task.campaign_id == campaign.id), campaign, user)
-    )
-    return done or 0, total or 0
+    total = _routed(select(func.count()).select_from(Task).where(Task.campaign_id == campaign.id), campaign, user)
+    return tuple(session.execute(select(done.scalar_subquery(), total.scalar_subquery())).one())
 
 
 def _open_assignment(session: Session, campaign: Campaign, user: User, now: datetime) -> Assignment | None:
@@ -97,33 +97,45 @@ def _open_assignment(session: Session, campaign: Campaign, user: User, now: date
     )
 
 
-def _claim(session: Session, task_id: int, user: User, now: datetime, rng: random.Random, lease: timedelta):
-    """Take one of the task's unclaimed slots: the conditional decrement is the claim, atomic on any
-    database; None when another clinician took the last one first."""
-    try:
-        with session.begin_nested():
-            slot = session.scalar(
-                update(Task)
-                .where(Task.id == task_id, Task.open_slots > 0)
-                .values(open_slots=Task.open_slots - 1)
-                .returning(Task.open_slots)
-                .execution_options(synchronize_session=False)
-            )
-            if slot is None:
-                return None
-            assignment = Assignment(
-                task_id=task_id,
-                user_id=user.id,
-                slot=slot,
-                swapped=rng.random() < 0.5,
-                created_at=now,
-                expires_at=now + lease,
-            )
-            session.add(assignment)
-            session.flush()
-            return assignment
-    except IntegrityError:  # the same clinician claimed this task in a parallel request
+def _claim(session: Session, task_ids: list[int], user: User, now: datetime, rng: random.Random, lease: timedelta):
+    """Take an unclaimed slot of the best of ``task_ids`` still open: the conditional decrement is the
+    claim, atomic on any database. None when other clinicians took them all first.
+
+    On PostgreSQL the choice skips tasks another request is claiming this instant instead of queueing
+    on their row lock (everyone's best candidate is often the same task); SQLite ignores the clause,
+    its writers already take turns. Tasks this clinician already holds are excluded here, and
+    ``(task_id, user_id)`` is unique besides: a claim that slipped past the check would fail to insert
+    and roll back whole, its slot with it.
+    """
+    mine = select(Assignment.id).where(Assignment.task_id == Task.id, Assignment.user_id == user.id)
+    best = (
+        select(Task.id)
+        .where(Task.id.in_(task_ids), Task.open_slots > 0, ~mine.exists())
+        .order_by(Task.priority.desc(), Task.open_slots, Task.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    claimed = session.execute(
+        update(Task)
+        .where(Task.id == best, Task.open_slots > 0)
+        .values(open_slots=Task.open_slots - 1)
+        .returning(Task.id, Task.open_slots)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if claimed is None:
         return None
+    assignment = Assignment(
+        task_id=claimed.id,
+        user_id=user.id,
+        slot=claimed.open_slots,
+        swapped=rng.random() < 0.5,
+        created_at=now,
+        expires_at=now + lease,
+    )
+    session.add(assignment)
+    session.flush()
+    return assignment
 
 
 def _reclaim(session: Session, assignment_id: int, user: User, now: datetime, rng: random.Random, lease: timedelta):
@@ -143,11 +155,15 @@ class Plan:
 
     current: int | None  # an assignment they already hold
     fresh: list[int]  # task ids with an unclaimed slot, best first
-    lapsed: list[int]  # assignment ids whose lease ran out unjudged
+    lapsed: list[int]  # assignment ids whose lease ran out unjudged (read only when nothing is fresh)
+
+    @property
+    def empty(self) -> bool:
+        return self.current is None and not self.fresh and not self.lapsed
 
 
 def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
-    """Reads only: the clinician's open item, else the best tasks with a free or lapsed slot."""
+    """Reads only: the clinician's open item, else the best tasks with a free slot, else lapsed slots."""
     now = utcnow()
     if campaign.status != "open":
         return Plan(None, [], [])
@@ -161,6 +177,9 @@ def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
         .order_by(Task.priority.desc(), Task.open_slots, Task.id)
         .limit(_CANDIDATES)
     )
+    fresh_ids = list(session.scalars(_routed(fresh, campaign, user)))
+    if fresh_ids:
+        return Plan(None, fresh_ids, [])
     lapsed = (
         select(Assignment.id)
         .join(Task, Task.id == Assignment.task_id)
@@ -173,39 +192,19 @@ def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
         .order_by(Task.priority.desc(), Assignment.id)
         .limit(_CANDIDATES)
     )
-    return Plan(
-        None,
-        list(session.scalars(_routed(fresh, campaign, user))),
-        list(session.scalars(_routed(lapsed, campaign, user))),
-    )
+    return Plan(None, [], list(session.scalars(_routed(lapsed, campaign, user))))
 
 
 def take(
     session: Session, plan: Plan, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
 ) -> Assignment | None:
-    """Claim the first candidate still free (each claim re-checks atomically, so a stale plan is safe)."""
+    """Claim from the plan; each claim re-checks atomically, so a stale plan is safe (it may yield None)."""
     rng = rng or random.Random()
     now = utcnow()
     if plan.current is not None:
         return session.get(Assignment, plan.current)
-    remaining = list(plan.fresh)
-    while remaining:
-        # On PostgreSQL, skip tasks another request is claiming this instant instead of queueing on
-        # their row lock (everyone's best candidate is often the same task); SQLite ignores the clause,
-        # its writers already take turns.
-        task_id = session.scalar(
-            select(Task.id)
-            .where(Task.id.in_(remaining), Task.open_slots > 0)
-            .order_by(Task.priority.desc(), Task.open_slots, Task.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        if task_id is None:
-            break
-        assignment = _claim(session, task_id, user, now, rng, lease)
-        if assignment is not None:
-            return assignment
-        remaining.remove(task_id)
+    if plan.fresh:
+        return _claim(session, plan.fresh, user, now, rng, lease)
     for assignment_id in plan.lapsed:
         assignment = _reclaim(session, assignment_id, user, now, rng, lease)
         if assignment is not None:
@@ -218,7 +217,31 @@ def next_assignment(
 ) -> Assignment | None:
     """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
     their overlap (so consensus forms early), then oldest; lapsed slots last. None when nothing is left."""
-    return take(session, candidates(session, campaign, user), user, rng, lease)
+    for _ in range(_TRIES):
+        plan = candidates(session, campaign, user)
+        assignment = take(session, plan, user, rng, lease)
+        if assignment is not None or plan.empty:
+            return assignment
+    return None
+
+
+def claim_next(store: Store, campaign: Campaign, user: User, lease: timedelta = LEASE) -> Assignment | None:
+    """``next_assignment`` for a web request, recording that the item was shown: the plan is read
+    outside the write lock, and only the claim and the view take it."""
+    for _ in range(_TRIES):
+        with store.reading() as session:
+            plan = candidates(session, campaign, user)
+        if plan.empty:
+            return None
+        try:
+            with store.session() as session:
+                assignment = take(session, plan, user, lease=lease)
+                if assignment is not None:
+                    viewed(session, user, assignment)
+                    return assignment
+        except IntegrityError:  # the unique (task, clinician) refused a claim that slipped past the check
+            continue
+    return None
 
 
 def owned(session: Session, assignment_id: int, user: User) -> Assignment:
@@ -228,17 +251,23 @@ def owned(session: Session, assignment_id: int, user: User) -> Assignment:
     return assignment
 
 
-def item(session: Session, assignment: Assignment, user: User) -> Item:
+def item(session: Session, assignment: Assignment, user: User, campaign: Campaign | None = None) -> Item:
     """Load what the screen shows (reads only; the view is audited by ``viewed``)."""
-    task = session.get(Task, assignment.task_id)
-    campaign = session.get(Campaign, task.campaign_id)
+    task, prompt = session.execute(
+        select(Task, Prompt).join(Prompt, Prompt.id == Task.prompt_id).where(Task.id == assignment.task_id)
+    ).one()
+    campaign = (
+        campaign
+        if campaign is not None and campaign.id == task.campaign_id
+        else session.get(Campaign, task.campaign_id)
+    )
     ids = [task.candidate_a_id] + ([task.candidate_b_id] if task.candidate_b_id else [])
-    texts = {c.id: c.text for c in session.scalars(select(Candidate).where(Candidate.id.in_(ids)))}
+    texts = dict(session.execute(select(Candidate.id, Candidate.text).where(Candidate.id.in_(ids))).all())
     answers = [texts[i] for i in ids]
     if assignment.swapped:
         answers.reverse()
     done, total = progress(session, campaign, user)
-    return Item(assignment, campaign, session.get(Prompt, task.prompt_id), answers, done, total)
+    return Item(assignment, campaign, prompt, answers, done, total)
 
 
 def viewed(session: Session, user: User, assignment: Assignment) -> None:
@@ -273,26 +302,33 @@ def validate(judgement: JudgementIn, campaign: Campaign) -> None:
         raise ClinalignError("a single-answer item has no second answer to rate")
 
 
-def submit(session: Session, assignment: Assignment, user: User, judgement: JudgementIn) -> Judgement:
-    """Store one judgement for one claimed slot; a second submission of the same item is a Conflict."""
+def submit(
+    session: Session, assignment: Assignment, user: User, judgement: JudgementIn, campaign: Campaign | None = None
+) -> Judgement:
+    """Store one judgement for one claimed slot; a second submission of the same item is a Conflict.
+    ``campaign`` is the assignment's, when the caller has it already."""
     if assignment.user_id != user.id:
         raise NotFound(f"item {assignment.id} is not assigned to you")
     if assignment.judgement_id is not None:
         raise Conflict("this item is already submitted; edit it from your history instead")
-    task = session.get(Task, assignment.task_id)
-    campaign = session.get(Campaign, task.campaign_id)
+    if campaign is None:
+        campaign = session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
     validate(judgement, campaign)
     seconds = (utcnow() - aware(assignment.created_at)).total_seconds()
-    row = Judgement(task_id=task.id, user_id=user.id, seconds=seconds, **_task_order(judgement, assignment.swapped))
+    values = _task_order(judgement, assignment.swapped)
+    row = Judgement(task_id=assignment.task_id, user_id=user.id, seconds=seconds, **values)
+    session.add(row)
     try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
+        session.flush()
+    except IntegrityError:  # a parallel submission of the same item; this transaction rolls back whole
         raise Conflict("this item is already submitted") from None
     assignment.judgement_id = row.id
     record_event(
-        session, user.username, "judgement.submit", f"task:{task.id}", {"judgement": row.id, "choice": row.choice}
+        session,
+        user.username,
+        "judgement.submit",
+        f"task:{assignment.task_id}",
+        {"judgement": row.id, "choice": row.choice},
     )
     return row
 

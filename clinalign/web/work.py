@@ -59,18 +59,14 @@ def work_list(request: Request, found: Visitor = Depends(clinician)):
 def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
     lease = timedelta(minutes=request.app.state.settings.session_idle_minutes)
     store = request.app.state.store
-    with store.reading() as session:  # choosing is read-only; only the claim takes the write lock
+    with store.reading() as session:
         campaign = campaign_or_404(session, campaign_id)
-        plan = queue.candidates(session, campaign, found.user)
-    with store.session() as session:
-        assignment = queue.take(session, plan, found.user, lease=lease)
-        if assignment is not None:
-            queue.viewed(session, found.user, assignment)
+    assignment = queue.claim_next(store, campaign, found.user, lease)
     with store.reading() as session:
         if assignment is None:
             done, total = queue.progress(session, campaign, found.user)
             return render(request, "done.html.j2", campaign=campaign, done=done, total=total)
-        item = queue.item(session, assignment, found.user)
+        item = queue.item(session, assignment, found.user, campaign)
     # The item itself, not a redirect to it: one round trip fewer between two items. Reloading this
     # page shows the same item again (it stays claimed until judged).
     return render(request, "item.html.j2", item=item, action=f"/items/{assignment.id}", values=None)
@@ -93,10 +89,10 @@ def _submit(request: Request, assignment_id: int, found: Visitor, form) -> int:
     store = request.app.state.store
     with store.reading() as session:  # validate before queueing for the write lock
         assignment = queue.owned(session, assignment_id, found.user)
-        campaign = session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
+        campaign = session.scalar(select(Campaign).join(Task).where(Task.id == assignment.task_id))
     judgement = judgement_from_form(form, campaign, found.csrf)
     with store.session() as session:  # committed before the redirect acknowledges it
-        queue.submit(session, queue.owned(session, assignment_id, found.user), found.user, judgement)
+        queue.submit(session, queue.owned(session, assignment_id, found.user), found.user, judgement, campaign)
     return campaign.id
 
 

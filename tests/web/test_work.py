@@ -219,6 +219,31 @@ def test_a_lapsed_claim_frees_its_slot_and_the_late_submission_is_refused_not_du
             pass
 
 
+def test_a_plan_gone_stale_is_read_again_instead_of_saying_nothing_is_left(web, monkeypatch):
+    monkeypatch.setattr(queue, "_CANDIDATES", 3)  # plans of three tasks, so others can take them all
+    campaign = web.campaign(overlap=1)
+    late, quick = _user(web.store, "clin1"), _user(web.store, "clin2")
+    with web.store.reading() as session:
+        camp = session.get(Campaign, campaign)
+        stale = queue.candidates(session, camp, late)
+    vote = JudgementIn(choice="cannot_judge", ratings_a={})
+    with web.store.session() as session:
+        for _ in stale.fresh:  # the other clinician takes every task in the plan first
+            queue.submit(session, queue.next_assignment(session, camp, quick), quick, vote)
+    with web.store.session() as session:
+        assert queue.take(session, stale, late) is None
+    reads, read = [], queue.candidates
+
+    def first_read_is_stale(*args):  # as if the other clinician had claimed between the read and the claim
+        reads.append(args)
+        return stale if len(reads) == 1 else read(*args)
+
+    monkeypatch.setattr(queue, "candidates", first_read_is_stale)
+    assignment = queue.claim_next(web.store, camp, late)
+    assert len(reads) == 2 and assignment is not None and assignment.task_id not in stale.fresh
+    assert [e.subject for e in web.events("item.view")] == [f"assignment:{assignment.id}"]
+
+
 def _race(store, campaign_id: int, users: list[User], rounds: int) -> list[Exception]:
     errors = []
     barrier = threading.Barrier(len(users))
