@@ -416,7 +416,8 @@ class Store:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """Reads only, outside the write queue: SQLite readers in WAL mode never wait for a writer."""
+        """Reads only, in autocommit, outside the write queue: each statement sees the latest commit,
+        and SQLite readers in WAL mode never wait for a writer."""
         with self._readers() as session:  # closing (not rolling back) keeps loaded objects readable
             yield session
 

@@ -93,5 +93,7 @@ def test_prioritise_scores_a_campaign_with_the_reward_model_and_the_queue_follow
         assert figures["items"] == len(priorities) > 10
         assert all(0 <= p <= 1 for p in priorities) and len(set(priorities)) > 5
         user = session.scalar(select(User).where(User.simulated.is_(True)))
-        first = queue.next_assignment(session, session.scalar(select(Campaign)), user)
+        campaign = session.scalar(select(Campaign))
+    first = queue.claim_next(store, campaign, user)
+    with store.reading() as session:
         assert session.get(Task, first.task_id).priority == max(priorities)

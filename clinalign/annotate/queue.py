@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from clinalign.audit import record_event
 from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError, JudgementIn
@@ -212,22 +212,11 @@ def take(
     return None
 
 
-def next_assignment(
-    session: Session, campaign: Campaign, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
-) -> Assignment | None:
-    """The clinician's open item, or a newly claimed one: highest priority first, then items closest to
-    their overlap (so consensus forms early), then oldest; lapsed slots last. None when nothing is left."""
-    for _ in range(_TRIES):
-        plan = candidates(session, campaign, user)
-        assignment = take(session, plan, user, rng, lease)
-        if assignment is not None or plan.empty:
-            return assignment
-    return None
-
-
 def claim_next(store: Store, campaign: Campaign, user: User, lease: timedelta = LEASE) -> Assignment | None:
-    """``next_assignment`` for a web request, recording that the item was shown: the plan is read
-    outside the write lock, and only the claim and the view take it."""
+    """The clinician's open item, or a newly claimed one, recorded as shown: highest priority first,
+    then items closest to their overlap (so consensus forms early), then oldest; lapsed slots last.
+    None when nothing is left. The plan is read outside the write lock; only the claim and the view
+    take it."""
     for _ in range(_TRIES):
         with store.reading() as session:
             plan = candidates(session, campaign, user)
@@ -253,17 +242,20 @@ def owned(session: Session, assignment_id: int, user: User) -> Assignment:
 
 def item(session: Session, assignment: Assignment, user: User, campaign: Campaign | None = None) -> Item:
     """Load what the screen shows (reads only; the view is audited by ``viewed``)."""
-    task, prompt = session.execute(
-        select(Task, Prompt).join(Prompt, Prompt.id == Task.prompt_id).where(Task.id == assignment.task_id)
+    first, second = aliased(Candidate), aliased(Candidate)
+    task, prompt, *answers = session.execute(
+        select(Task, Prompt, first.text, second.text)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .join(first, first.id == Task.candidate_a_id)
+        .outerjoin(second, second.id == Task.candidate_b_id)
+        .where(Task.id == assignment.task_id)
     ).one()
     campaign = (
         campaign
         if campaign is not None and campaign.id == task.campaign_id
         else session.get(Campaign, task.campaign_id)
     )
-    ids = [task.candidate_a_id] + ([task.candidate_b_id] if task.candidate_b_id else [])
-    texts = dict(session.execute(select(Candidate.id, Candidate.text).where(Candidate.id.in_(ids))).all())
-    answers = [texts[i] for i in ids]
+    answers = [text for text in answers if text is not None]  # one answer in a single-answer campaign
     if assignment.swapped:
         answers.reverse()
     done, total = progress(session, campaign, user)
