@@ -187,17 +187,26 @@ def stored(url: str, campaign: int) -> tuple[set[int], int]:
     return judged, over
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children (Linux /proc): the server's workers."""
+def cpu_seconds(picks) -> float:
+    """User + system CPU time of the live processes that ``picks(pid, parent pid, name)`` (Linux /proc)."""
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            head, tail = stat.read_text().rsplit(")", 1)
         except OSError:
             continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
+        fields = tail.split()
+        if picks(stat.parent.name, fields[1], head.split("(", 1)[1]):
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def server_and_database_cpu(server: int, postgres: bool) -> tuple[float, float]:
+    """(the web server and its workers, PostgreSQL's processes; SQLite runs inside the server)."""
+    return (
+        cpu_seconds(lambda pid, parent, name: str(server) in (pid, parent)),
+        cpu_seconds(lambda pid, parent, name: name == "postgres") if postgres else 0.0,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -242,10 +251,18 @@ def bench(label: str, url: str, args) -> dict:
                     args.seconds,
                     (args.think_min, args.think_max),
                     tally,
-                    on_start=lambda: cpu.update(start=cpu_seconds(server.pid), client=time.process_time()),
+                    on_start=lambda: cpu.update(
+                        start=server_and_database_cpu(server.pid, url.startswith("postgresql")),
+                        client=time.process_time(),
+                    ),
                 )
             )
-            server_cpu = cpu_seconds(server.pid) - cpu["start"]  # the load only, not the sign-ins
+            server_cpu, database_cpu = (  # the load only, not the sign-ins
+                end - start
+                for end, start in zip(
+                    server_and_database_cpu(server.pid, url.startswith("postgresql")), cpu["start"], strict=True
+                )
+            )
             client_cpu = time.process_time() - cpu["client"]
         finally:
             server.send_signal(signal.SIGTERM)
@@ -272,6 +289,7 @@ def bench(label: str, url: str, args) -> dict:
         f"  server CPU {1000 * server_cpu / max(requests, 1):.1f} ms per request"
         f" ({server_cpu / elapsed:.0%} of a core in all); the simulated clients used"
         f" {client_cpu / elapsed:.0%} of a core"
+        + (f", PostgreSQL {database_cpu / elapsed:.0%} of a core" if database_cpu else "")
     )
     print(f"  requests/s {requests / elapsed:.0f}  errors {len(tally.errors)} {sorted(set(tally.errors))[:5]}")
     print(
