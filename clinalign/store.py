@@ -293,7 +293,17 @@ class RunIO(Base):
     direction: Mapped[str] = mapped_column(String(6), primary_key=True)
 
 
-class AuditEvent(Base):
+class _EventBody:
+    """What an audit event says: when, who, what, to what, and ids or counts (never record text)."""
+
+    ts: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+
+
+class AuditEvent(_EventBody, Base):
     """Append-only, hash-chained record of a human or machine action (sealed from ``AuditPending``).
 
     ``prev_hash`` is unique, so were two sealers ever to read the same tip, the second insert would
@@ -302,25 +312,15 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_event"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ts: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(60))
-    subject: Mapped[str] = mapped_column(String(200))
-    payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class AuditPending(Base):
+class AuditPending(_EventBody, Base):
     """An event committed with the action it records, waiting for ``audit.seal`` to chain it."""
 
     __tablename__ = "audit_pending"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ts: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(60))
-    subject: Mapped[str] = mapped_column(String(200))
-    payload: Mapped[str] = mapped_column(Text)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
