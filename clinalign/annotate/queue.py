@@ -97,7 +97,7 @@ def _open_assignment(session: Session, campaign: Campaign, user: User, now: date
     )
 
 
-def _claim(session: Session, task_ids: list[int], user: User, now: datetime, rng: random.Random, lease: timedelta):
+def _claim(session: Session, task_ids: list[int], user: User, now: datetime, lease: timedelta):
     """Take an unclaimed slot of the best of ``task_ids`` still open: the conditional decrement is the
     claim, atomic on any database. None when other clinicians took them all first.
 
@@ -129,7 +129,7 @@ def _claim(session: Session, task_ids: list[int], user: User, now: datetime, rng
         task_id=claimed.id,
         user_id=user.id,
         slot=claimed.open_slots,
-        swapped=rng.random() < 0.5,
+        swapped=random.random() < 0.5,
         created_at=now,
         expires_at=now + lease,
     )
@@ -138,12 +138,12 @@ def _claim(session: Session, task_ids: list[int], user: User, now: datetime, rng
     return assignment
 
 
-def _reclaim(session: Session, assignment_id: int, user: User, now: datetime, rng: random.Random, lease: timedelta):
+def _reclaim(session: Session, assignment_id: int, user: User, now: datetime, lease: timedelta):
     """Take over a slot whose holder let the lease run out without judging (only if still so)."""
     claimed = session.execute(
         update(Assignment)
         .where(Assignment.id == assignment_id, Assignment.judgement_id.is_(None), Assignment.expires_at <= now)
-        .values(user_id=user.id, swapped=rng.random() < 0.5, created_at=now, expires_at=now + lease)
+        .values(user_id=user.id, swapped=random.random() < 0.5, created_at=now, expires_at=now + lease)
         .execution_options(synchronize_session=False)
     ).rowcount
     return session.get(Assignment, assignment_id, populate_existing=True) if claimed else None
@@ -195,18 +195,15 @@ def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
     return Plan(None, [], list(session.scalars(_routed(lapsed, campaign, user))))
 
 
-def take(
-    session: Session, plan: Plan, user: User, rng: random.Random | None = None, lease: timedelta = LEASE
-) -> Assignment | None:
+def take(session: Session, plan: Plan, user: User, lease: timedelta = LEASE) -> Assignment | None:
     """Claim from the plan; each claim re-checks atomically, so a stale plan is safe (it may yield None)."""
-    rng = rng or random.Random()
     now = utcnow()
     if plan.current is not None:
         return session.get(Assignment, plan.current)
     if plan.fresh:
-        return _claim(session, plan.fresh, user, now, rng, lease)
+        return _claim(session, plan.fresh, user, now, lease)
     for assignment_id in plan.lapsed:
-        assignment = _reclaim(session, assignment_id, user, now, rng, lease)
+        assignment = _reclaim(session, assignment_id, user, now, lease)
         if assignment is not None:
             return assignment
     return None
