@@ -70,8 +70,8 @@ def _routed(query, campaign: Campaign, user: User):
     return query.where(or_(Task.specialty == "general", Task.specialty.in_(user.specialties or [])))
 
 
-def progress(session: Session, campaign: Campaign, user: User) -> tuple[int, int]:
-    """(items this clinician has judged, items in the campaign they may see), in one round trip."""
+def _counts(campaign: Campaign, user: User) -> tuple:
+    """(items this clinician has judged, items in the campaign they may see), as scalar subqueries."""
     done = (
         select(func.count())
         .select_from(Assignment)
@@ -79,7 +79,12 @@ def progress(session: Session, campaign: Campaign, user: User) -> tuple[int, int
         .where(Task.campaign_id == campaign.id, Assignment.user_id == user.id, Assignment.judgement_id.is_not(None))
     )
     total = _routed(select(func.count()).select_from(Task).where(Task.campaign_id == campaign.id), campaign, user)
-    return tuple(session.execute(select(done.scalar_subquery(), total.scalar_subquery())).one())
+    return done.scalar_subquery(), total.scalar_subquery()
+
+
+def progress(session: Session, campaign: Campaign, user: User) -> tuple[int, int]:
+    """(items this clinician has judged, items in the campaign they may see)."""
+    return tuple(session.execute(select(*_counts(campaign, user))).one())
 
 
 def _open_assignment(session: Session, campaign: Campaign, user: User, now: datetime) -> Assignment | None:
@@ -238,24 +243,22 @@ def owned(session: Session, assignment_id: int, user: User) -> Assignment:
 
 
 def item(session: Session, assignment: Assignment, user: User, campaign: Campaign | None = None) -> Item:
-    """Load what the screen shows (reads only; the view is audited by ``viewed``)."""
+    """Load what the screen shows, in one query once the campaign is known (``campaign``: the
+    assignment's, when the caller has it). Reads only; the view is audited by ``viewed``."""
+    if campaign is None:
+        campaign = session.scalar(select(Campaign).join(Task).where(Task.id == assignment.task_id))
     first, second = aliased(Candidate), aliased(Candidate)
-    task, prompt, *answers = session.execute(
-        select(Task, Prompt, first.text, second.text)
+    prompt, *answers, done, total = session.execute(
+        select(Prompt, first.text, second.text, *_counts(campaign, user))
+        .select_from(Task)
         .join(Prompt, Prompt.id == Task.prompt_id)
         .join(first, first.id == Task.candidate_a_id)
         .outerjoin(second, second.id == Task.candidate_b_id)
         .where(Task.id == assignment.task_id)
     ).one()
-    campaign = (
-        campaign
-        if campaign is not None and campaign.id == task.campaign_id
-        else session.get(Campaign, task.campaign_id)
-    )
     answers = [text for text in answers if text is not None]  # one answer in a single-answer campaign
     if assignment.swapped:
         answers.reverse()
-    done, total = progress(session, campaign, user)
     return Item(assignment, campaign, prompt, answers, done, total)
 
 
