@@ -418,6 +418,7 @@ def users_add(
 ) -> None:
     """Create an account; asks for the password twice (hidden) unless --password-stdin or --sso."""
     from clinalign import accounts
+    from clinalign.audit import seal
     from clinalign.settings import Settings
     from clinalign.store import Store
 
@@ -426,8 +427,6 @@ def users_add(
         password = sys.stdin.readline().rstrip("\n")
     elif not sso:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    from clinalign.audit import seal
-
     try:
         store = Store.open(Settings().url)
         with store.session() as session:
