@@ -39,8 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clinalign.annotate.campaigns import Config, create_campaign  # noqa: E402
-from clinalign.audit import track_run  # noqa: E402
+from clinalign.stages import run_stage  # noqa: E402
 from clinalign.schemas import AXES  # noqa: E402
 from clinalign.store import Store  # noqa: E402
 from tests.web.seed import PASSWORD, seed  # noqa: E402
@@ -70,9 +69,8 @@ def prepare(url: str, data_dir: Path, clinicians: int, prompts: int, overlap: in
     """A store with ``prompts`` items (pairs), a campaign over them, and loadNNN accounts."""
     store = Store.open(url)
     candidates = seed(store, data_dir, prompts=prompts, clinicians=clinicians)
-    config = Config(name="load", candidates=candidates, overlap=overlap)
-    with track_run(store, "annotate", config, data_dir) as ctx:
-        campaign = create_campaign(ctx, config, "bench")["campaign"]
+    settings = {"name": "load", "candidates": candidates, "overlap": overlap}
+    campaign = run_stage("annotate.campaign", store, data_dir, settings, actor="bench").metrics["campaign"]
     store.engine.dispose()
     return campaign
 

@@ -10,6 +10,8 @@ Writes: ``User`` (accounts, rehashed passwords), ``LoginAttempt``, audit events 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import timedelta
 
@@ -71,6 +73,12 @@ def set_active(session: Session, user_id: int, active: bool, actor: str) -> User
     return user
 
 
+def name_hash(store: Store, username: str) -> str:
+    """What a sign-in attempt keeps of the name typed: a keyed hash (people type passwords into that
+    field), enough to count one name's failures and to lift its lock."""
+    return hmac.new(store.secret("sign-in-names"), username.encode(), hashlib.sha256).hexdigest()
+
+
 def _failures(session: Session, column, value: str) -> int:
     since = utcnow() - THROTTLE_WINDOW
     return session.scalar(
@@ -87,9 +95,10 @@ def authenticate(store: Store, username: str, password: str, address: str) -> Us
     transactions, never inside one: a sign-in never holds up other people's writes.
     """
     username = username.strip().lower()[:100]
+    typed = name_hash(store, username)
     with store.reading() as session:
         throttled = (
-            _failures(session, LoginAttempt.username, username) >= MAX_FAILURES_PER_USER
+            _failures(session, LoginAttempt.username_hash, typed) >= MAX_FAILURES_PER_USER
             or _failures(session, LoginAttempt.ip, address) >= MAX_FAILURES_PER_ADDRESS
         )
         user = session.scalar(select(User).where(User.username == username))
@@ -104,7 +113,7 @@ def authenticate(store: Store, username: str, password: str, address: str) -> Us
         if throttled:
             record_event(session, "anonymous", "login.throttled", f"address:{address}")
         else:
-            session.add(LoginAttempt(username=username, ip=address, ok=ok))
+            session.add(LoginAttempt(username_hash=typed, ip=address, ok=ok))
         if ok:
             if _hasher.check_needs_rehash(user.password_hash):
                 session.get(User, user.id).password_hash = _hasher.hash(password)

@@ -1,11 +1,24 @@
-"""Audit trail and lineage: who did what, with which code and config, from which data.
+"""Audit trail and lineage: who did what, with which code and config, from which data, in which loop.
+
+Reads: ``AuditPending``, ``AuditEvent``, ``AuditHead``, ``Run``, ``Artifact``, ``RunIO``, and the
+judgements and adjudications the chain vouches for.
+Writes: ``Run`` rows, ``RunIO`` lineage edges, ``AuditPending`` events, and at each seal ``AuditEvent``
+rows and the signed ``AuditHead``.
 
 * ``track_run`` wraps every stage run: it records a ``Run`` (stage, config and its hash, code version,
-  timings, status) and the ``Artifact``s the run read and wrote, so lineage is a walk over ``RunIO``.
+  timings, status, loop) and the ``Artifact``s the run read and wrote, so lineage is a walk over
+  ``RunIO``. A stage takes its inputs through ``RunContext.input``/``.model``: an explicit id, or the
+  newest of that kind in the loop the run continues (never another loop's), and ``ancestor`` finds an
+  input by lineage (the policy whose answers were judged, the prompt set a model descends from).
 * ``record_event`` writes an event in the same transaction as the action it records, so the two
   commit together or not at all. ``seal`` then appends committed events to the chain, in batches:
   each ``AuditEvent``'s hash covers the previous event's hash, so editing, inserting or deleting any
   chained row breaks the chain, and ``verify_chain`` names the first broken event.
+* Each seal also signs the chain's head (its length and last hash, HMAC with the store's key): cutting
+  off the newest events leaves a chain shorter than its signed head. ``clinalign audit head`` exports
+  the head to keep elsewhere; ``verify_chain(store, kept)`` proves the chain still holds it.
+* Judgement and adjudication events carry the SHA-256 of the row they record (``row_digest``), so a
+  judgement edited in the database behind the app's back no longer matches its event.
 
 Sealing is apart from recording because the chain is one sequence: every append must read the tip
 and hold the chain's lock until it commits. In a request that is several round trips under one
@@ -21,6 +34,7 @@ yet tamper-evident; ``verify_chain`` counts such events.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import subprocess
@@ -39,7 +53,21 @@ from sqlalchemy.orm import Session
 
 from clinalign import __version__
 from clinalign.schemas import ClinalignError
-from clinalign.store import Artifact, AuditEvent, AuditPending, Run, RunIO, Store, utcnow
+from clinalign.store import (
+    Adjudication,
+    Artifact,
+    AuditEvent,
+    AuditHead,
+    AuditPending,
+    Judgement,
+    Run,
+    RunIO,
+    Store,
+    loop_artifacts,
+    loop_of,
+    loops,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +174,8 @@ def seal(store: Store) -> int:
             ).all()
             if not pending:
                 return sealed
-            prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
+            tip = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+            prev = tip or GENESIS
             chained = []
             for event in pending:
                 digest = _event_hash(prev, event.ts, event.actor, event.action, event.subject, event.payload)
@@ -156,9 +185,25 @@ def seal(store: Store) -> int:
             # Inserted in chain order, so ids follow it: verify_chain walks the chain by id.
             session.execute(insert(AuditEvent), chained)
             session.execute(delete(AuditPending).where(AuditPending.id.in_([e.id for e in pending])))
+            _extend_head(session, store, tip, len(pending), prev)
         sealed += len(pending)
         if len(pending) < _SEAL_BATCH:
             return sealed
+
+
+def _extend_head(session: Session, store: Store, old_tip: str | None, added: int, new_tip: str) -> None:
+    """Move the signed head forward by ``added`` events, only from a head that is itself intact: a
+    missing head over a non-empty chain, or one whose signature fails, stays as it is for
+    ``verify_chain`` to report (re-signing it here would launder a truncation)."""
+    signed = session.get(AuditHead, 1)
+    if signed is None:
+        if old_tip is None:
+            _sign_head(session, store, added, new_tip)
+        return
+    if signed.hash == old_tip and hmac.compare_digest(signed.mac, _head_mac(store, signed.events, signed.hash)):
+        _sign_head(session, store, signed.events + added, new_tip)
+    else:
+        log.warning("audit: the signed head does not match the chain; run `clinalign audit verify`")
 
 
 def _has_pending(store: Store) -> bool:
@@ -196,46 +241,177 @@ class Sealer:
         self._seal_once()
 
 
+# --- what the chain vouches for beyond itself -----------------------------------------------------
+
+# Rows whose content an event vouches for: the event's payload carries the row's id under ``key`` and
+# the SHA-256 of these fields (``row_digest``). The latest such event of a row must match it.
+COVERED: dict[str, tuple[type, str, tuple[str, ...]]] = {
+    "judgement": (
+        Judgement,
+        "judgement",
+        ("task_id", "user_id", "choice", "ratings_a", "ratings_b", "tags_a", "tags_b", "rationale", "rewrite"),
+    ),
+    "adjudication": (Adjudication, "adjudication", ("task_id", "reviewer_id", "choice", "reason")),
+}
+
+
+def row_digest(row: object) -> str:
+    """SHA-256 of a covered row's content, as its audit event records it."""
+    for model, _key, fields in COVERED.values():
+        if isinstance(row, model):
+            return sha256_text(canonical_json({name: getattr(row, name) for name in fields}))
+    raise TypeError(f"{type(row).__name__} rows are not covered by the audit trail")
+
+
+def _head_mac(store: Store, events: int, tip: str) -> str:
+    return hmac.new(store.secret("audit-head"), f"{events}:{tip}".encode(), hashlib.sha256).hexdigest()
+
+
+def _sign_head(session: Session, store: Store, events: int, tip: str) -> None:
+    head = session.get(AuditHead, 1)
+    if head is None:
+        head = AuditHead(id=1)
+        session.add(head)
+    head.events, head.hash, head.mac = events, tip, _head_mac(store, events, tip)
+    head.sealed_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def head(store: Store) -> dict | None:
+    """The signed head (events, hash, mac, sealed_at), to keep somewhere the database's users cannot
+    write (``clinalign audit head``): ``verify_chain(store, kept)`` then proves the chain still holds it."""
+    with store.reading() as session:
+        row = session.get(AuditHead, 1)
+        return None if row is None else {k: getattr(row, k) for k in ("events", "hash", "mac", "sealed_at")}
+
+
+def reset_head(store: Store, actor: str) -> dict:
+    """Sign the chain's present tip as its head: once for a store made before heads were signed, or
+    after the site's key changed. Audited; refused while the chain itself is broken."""
+    seal(store)
+    report = verify_chain(store, check_head=False)
+    if not report.ok:
+        raise ClinalignError(f"the chain is broken at event {report.first_broken}; its head cannot be re-signed")
+    with store.session() as session:
+        tip = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
+        _sign_head(session, store, report.events, tip)
+        record_event(session, actor, "audit.head.reset", "audit", {"events": report.events})
+    seal(store)
+    return head(store)
+
+
 @dataclass
 class ChainReport:
     events: int
-    first_broken: int | None
+    first_broken: int | None  # the event at fault (or the one that vouches for an altered row)
     reason: str | None
     pending: int  # recorded and committed, not yet sealed into the chain
+    rows_checked: int = 0  # judgements and adjudications whose content matched their event
 
     @property
     def ok(self) -> bool:
-        return self.first_broken is None
+        return self.reason is None
 
 
-def verify_chain(session: Session) -> ChainReport:
-    """Recompute every hash in id order; report the first event whose link or content was altered."""
-    pending = session.scalar(select(func.count()).select_from(AuditPending))
-    prev = GENESIS
-    count = 0
+def _walk(session: Session) -> tuple[int, str, int | None, str | None, dict]:
+    """Recompute every hash in id order: (events, tip, first broken id, reason, covered rows' digests)."""
+    prev, count = GENESIS, 0
+    digests: dict[tuple[str, int], tuple[str, int]] = {}
     for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id)).yield_per(1000):
         count += 1
         if event.prev_hash != prev:
-            return ChainReport(
-                count, event.id, "does not link to the event before it (a row was removed or inserted)", pending
-            )
+            return count, prev, event.id, "does not link to the event before it (a row was removed or inserted)", {}
         expected = _event_hash(prev, event.ts, event.actor, event.action, event.subject, event.payload)
         if event.hash != expected:
-            return ChainReport(count, event.id, "its content no longer matches its hash (the row was edited)", pending)
+            return count, prev, event.id, "its content no longer matches its hash (the row was edited)", {}
+        _note_digest(digests, event.payload, event.id)
         prev = event.hash
-    return ChainReport(count, None, None, pending)
+    return count, prev, None, None, digests
 
 
-# --- runs and lineage ----------------------------------------------------------------------------
+def _note_digest(digests: dict, payload: str, event_id: int) -> None:
+    if '"sha256"' not in payload:  # most events vouch for no row: skip parsing them
+        return
+    values = json.loads(payload)
+    for table, (_model, key, _fields) in COVERED.items():
+        if key in values and "sha256" in values:
+            digests[table, values[key]] = (values["sha256"], event_id)
+
+
+def _check_rows(session: Session, digests: dict) -> tuple[int, int | None, str | None]:
+    """Each covered row against its latest event: (rows checked, event at fault, reason)."""
+    checked = 0
+    for table, (model, _key, _fields) in COVERED.items():
+        rows = {row.id: row for row in session.scalars(select(model))}
+        for (kind, row_id), (digest, event_id) in sorted(digests.items(), key=lambda item: item[1][1]):
+            if kind != table:
+                continue
+            row = rows.pop(row_id, None)
+            if row is None:
+                return checked, event_id, f"{table} {row_id}, recorded by event {event_id}, was deleted"
+            if row_digest(row) != digest:
+                return checked, event_id, f"{table} {row_id} was changed after event {event_id} recorded it"
+            checked += 1
+        if rows:
+            row_id = min(rows)
+            return checked, None, f"{table} {row_id} has no audit event (it was written outside clinalign)"
+    return checked, None, None
+
+
+def verify_chain(store: Store, kept_head: dict | None = None, check_head: bool = True) -> ChainReport:
+    """Recompute every hash; check the signed head (and ``kept_head``, a head exported earlier) against
+    the chain's tip and length, and every judgement and adjudication against the event that recorded
+    it. Reports the first problem found."""
+    with store.reading() as session:
+        pending = session.scalar(select(func.count()).select_from(AuditPending))
+        count, tip, broken, reason, digests = _walk(session)
+        if reason is not None:
+            return ChainReport(count, broken, reason, pending)
+        for row in session.execute(select(AuditPending.id, AuditPending.payload).order_by(AuditPending.id)):
+            _note_digest(digests, row.payload, -row.id)  # committed with its row, not yet sealed
+        signed = session.get(AuditHead, 1)
+        checked, at_fault, reason = _check_rows(session, digests)
+    if reason is not None:
+        return ChainReport(count, at_fault, reason, pending, checked)
+    if check_head and count and signed is None:
+        reason = "the chain has no signed head (run `clinalign audit head --reset` once if this store predates them)"
+    elif check_head and signed is not None:
+        if not hmac.compare_digest(signed.mac, _head_mac(store, signed.events, signed.hash)):
+            reason = "the signed head's signature does not match (forged, or the site's key changed)"
+        elif (signed.events, signed.hash) != (count, tip):
+            reason = (
+                f"the chain holds {count} events but its signed head says {signed.events}: "
+                "the newest events were removed (or added) outside clinalign"
+            )
+    if reason is None and kept_head is not None:
+        reason = _check_kept(store, kept_head)
+    return ChainReport(count, None, reason, pending, checked)
+
+
+def _check_kept(store: Store, kept: dict) -> str | None:
+    """Whether the chain still holds a head exported earlier, at the same position."""
+    try:
+        events, digest = int(kept["events"]), str(kept["hash"])
+    except (KeyError, TypeError, ValueError):
+        return "the kept head is not a head exported by `clinalign audit head`"
+    with store.reading() as session:
+        found = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id).offset(max(events - 1, 0)).limit(1))
+    if events > 0 and found != digest:
+        return f"the chain no longer holds the kept head (event number {events}): it was rewritten or cut short"
+    return None
+
+
+# --- runs, loops and lineage ----------------------------------------------------------------------
 
 
 @dataclass
 class RunContext:
-    """What a stage sees of its own run: its id, output folder, and ways to declare lineage."""
+    """What a stage sees of its own run: its id, output folder, the loop it continues, and ways to
+    take inputs and declare lineage."""
 
     store: Store
     run_id: int
     out_dir: Path
+    loop_id: int | None = None
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
@@ -244,6 +420,81 @@ class RunContext:
         """Declare that this run read ``artifact_id``."""
         if artifact_id not in self.inputs:
             self.inputs.append(artifact_id)
+
+    def join(self, session: Session, run_id: int | None) -> None:
+        """Continue the loop of the run that made an input this run was given explicitly (unless a
+        loop was named)."""
+        if self.loop_id is None:
+            self.loop_id = loop_of(session, run_id)
+
+    def loop(self, session: Session, wanted: str = "input") -> int:
+        """The loop this run continues: named, joined through an explicit input, or the store's only one."""
+        if self.loop_id is None:
+            found = loops(session)
+            if not found:
+                raise ClinalignError(f"no {wanted} in the store yet: run `clinalign {_made_by(wanted)}` first")
+            if len(found) > 1:
+                shown = ", ".join(map(str, found[-8:]))
+                raise ClinalignError(
+                    f"the store holds {len(found)} loops ({shown}; see `clinalign loops`): "
+                    "name one with --loop, or pass the input's artifact id"
+                )
+            self.loop_id = found[0]
+        return self.loop_id
+
+    def input(self, session: Session, kind: str, ref: int | None) -> Artifact:
+        """The artifact ``ref`` (checked to be a ``kind``), or the loop's newest ``kind``; declared read."""
+        if ref is not None:
+            artifact = session.get(Artifact, ref)
+            if artifact is None:
+                raise ClinalignError(f"artifact {ref} does not exist")
+            if artifact.kind != kind:
+                raise ClinalignError(f"artifact {ref} is a {artifact.kind}, not a {kind}")
+            self.join(session, artifact.run_id)
+        else:
+            loop_id = self.loop(session, kind)
+            found = loop_artifacts(session, loop_id, kind)
+            if not found:
+                raise ClinalignError(f"no {kind} in loop {loop_id} yet: run `clinalign {_made_by(kind)}` first")
+            artifact = found[0]
+        self.use(artifact.id)
+        return artifact
+
+    def model(self, session: Session, ref: str | None, default: Artifact | None = None) -> tuple[Artifact, str]:
+        """A model to load, as (artifact, path or hub id), declared read.
+
+        ``ref`` is an artifact id, a local Hugging Face model folder, or a hub id already in the local
+        cache; None takes ``default`` (a model the caller found by lineage), else the loop's newest
+        trained model.
+        """
+        if ref is None:
+            artifact = default or self.input(session, "model", None)
+        elif ref.isdigit():
+            artifact = session.get(Artifact, int(ref))
+            if artifact is None or artifact.kind not in MODEL_KINDS:
+                raise ClinalignError(f"artifact {ref} is not a model")
+            self.join(session, artifact.run_id)
+        else:
+            return self._outside_model(session, ref)
+        self.use(artifact.id)
+        return artifact, artifact.uri
+
+    def _outside_model(self, session: Session, ref: str) -> tuple[Artifact, str]:
+        path = Path(ref)
+        local = path.exists()
+        if not local and (ref.startswith((".", "/")) or ref.count("/") > 1):
+            raise ClinalignError(f"model not found: {ref} is not a folder")
+        uri = str(path.resolve()) if local else ref
+        digest = sha256_path(path) if local else None
+        # An outside model enters the store once per content (a folder's hash; a hub id's name).
+        artifact = session.scalar(
+            select(Artifact).where(Artifact.kind == "external_model", Artifact.uri == uri, Artifact.sha256 == digest)
+        )
+        if artifact is None:
+            source = "local folder" if local else "hugging face cache"
+            return self.use_external(session, "external_model", uri, digest, {"source": source}), uri
+        self.use(artifact.id)
+        return artifact, uri
 
     def use_external(self, session: Session, kind: str, uri: str, sha256: str | None, meta: dict) -> Artifact:
         """Register something from outside the store (a source file, an outside model) and read it."""
@@ -265,24 +516,42 @@ class RunContext:
         return self.produce(session, kind, str(path.resolve()), sha256_path(path), meta)
 
 
+MODEL_KINDS = ("model", "external_model")
+
+
+def _made_by(kind: str) -> str:
+    from clinalign.stages import made_by  # the stage table names the command
+
+    return made_by(kind) or "..."
+
+
 @contextmanager
-def track_run(store: Store, stage: str, config: BaseModel, data_dir: Path) -> Iterator[RunContext]:
-    """Record one stage run around the block; the run row survives a failure, with the error's type."""
+def track_run(
+    store: Store, stage: str, config: BaseModel, data_dir: Path, loop_id: int | None = None
+) -> Iterator[RunContext]:
+    """Record one stage run around the block; the run row survives a failure, with the error's type.
+
+    The run continues ``loop_id`` when given; otherwise the loop of the first input it was given
+    explicitly, else the store's only loop; a run that took no input begins a loop of its own.
+    """
     config_dict = config.model_dump(mode="json")
     with store.session() as session:
+        if loop_id is not None and loop_id not in loops(session):
+            raise ClinalignError(f"no loop {loop_id} in the store (see `clinalign loops`)")
         run = Run(
             stage=stage,
             config=config_dict,
             config_hash=sha256_text(canonical_json(config_dict)),
             code_version=code_version(),
             status="running",
+            loop_id=loop_id,
         )
         session.add(run)
         session.flush()
         record_event(session, "system", "run.start", f"run:{run.id}", {"stage": stage})
         run_id = run.id
     out_dir = data_dir / "artifacts" / str(run_id)
-    ctx = RunContext(store=store, run_id=run_id, out_dir=out_dir)
+    ctx = RunContext(store=store, run_id=run_id, out_dir=out_dir, loop_id=loop_id)
     started = time.perf_counter()
     log.info("run %s: %s started", run_id, stage)
     status, error = "succeeded", None
@@ -298,6 +567,7 @@ def track_run(store: Store, stage: str, config: BaseModel, data_dir: Path) -> It
             run = session.get(Run, run_id)
             run.status, run.error, run.metrics = status, error, ctx.metrics
             run.finished_at, run.seconds = utcnow(), time.perf_counter() - started
+            run.loop_id = ctx.loop_id or run_id
             if status == "succeeded":
                 for artifact_id in ctx.inputs:
                     session.add(RunIO(run_id=run_id, artifact_id=artifact_id, direction="input"))
@@ -308,88 +578,10 @@ def track_run(store: Store, stage: str, config: BaseModel, data_dir: Path) -> It
                 "system",
                 f"run.{status}",
                 f"run:{run_id}",
-                {"stage": stage, "inputs": ctx.inputs, "outputs": ctx.outputs},
+                {"stage": stage, "loop": run.loop_id, "inputs": ctx.inputs, "outputs": ctx.outputs},
             )
         seal(store)
         log.info("run %s: %s %s in %.1fs", run_id, stage, status, time.perf_counter() - started)
-
-
-def artifacts(session: Session, kind: str) -> list[Artifact]:
-    """Artifacts of ``kind`` from runs that succeeded, newest first."""
-    query = (
-        select(Artifact)
-        .join(Run, Artifact.run_id == Run.id)
-        .where(Artifact.kind == kind, Run.status == "succeeded")
-        .order_by(Artifact.id.desc())
-    )
-    return list(session.scalars(query))
-
-
-def latest_artifact(session: Session, kind: str) -> Artifact | None:
-    found = artifacts(session, kind)
-    return found[0] if found else None
-
-
-# The command that makes each kind of artifact, for errors that tell the user what to run.
-MADE_BY = {
-    "raw_records": "ingest",
-    "records": "deidentify",
-    "prompt_set": "curate",
-    "candidates": "generate",
-    "judgements": "annotate",
-    "preference_dataset": "preferences",
-    "reward_model": "train reward",
-    "model": "train sft",
-    "eval_report": "evaluate",
-}
-
-
-def require_artifact(session: Session, kind: str, artifact_id: int | None) -> Artifact:
-    """The artifact named by id (checked to be of ``kind``), or the latest one of that kind."""
-    artifact = session.get(Artifact, artifact_id) if artifact_id is not None else latest_artifact(session, kind)
-    if artifact is None:
-        which = f"artifact {artifact_id} does not exist" if artifact_id is not None else f"no {kind} in the store yet"
-        raise ClinalignError(f"{which}: run `clinalign {MADE_BY.get(kind, '...')}` first")
-    if artifact.kind != kind:
-        raise ClinalignError(f"artifact {artifact.id} is a {artifact.kind}, not a {kind}")
-    return artifact
-
-
-def model_artifact(session: Session, ctx: RunContext, ref: str | None, kinds: tuple[str, ...]) -> tuple[Artifact, str]:
-    """Resolve a model reference to (artifact, loadable path or hub id) and declare it as an input.
-
-    ``ref`` is an artifact id, a local Hugging Face model folder, a hub id already in the local cache,
-    or None for the newest model of the first kind in ``kinds`` that exists.
-    """
-    if ref is None:
-        for kind in kinds:
-            artifact = latest_artifact(session, kind)
-            if artifact is not None:
-                break
-        else:
-            raise ClinalignError(f"no model in the store yet (looked for {', '.join(kinds)}): pass --set model=PATH")
-    elif ref.isdigit():
-        artifact = session.get(Artifact, int(ref))
-        if artifact is None or artifact.kind not in kinds:
-            raise ClinalignError(f"artifact {ref} is not a model of kind {' or '.join(kinds)}")
-    else:
-        path = Path(ref)
-        local = path.exists()
-        if not local and (ref.startswith((".", "/")) or ref.count("/") > 1):
-            raise ClinalignError(f"model not found: {ref} is not a folder")
-        uri = str(path.resolve()) if local else ref
-        artifact = session.scalar(select(Artifact).where(Artifact.uri == uri, Artifact.kind == "external_model"))
-        if artifact is None:
-            # An outside model enters the lineage once, hashed when it is a local folder.
-            return ctx.use_external(
-                session,
-                "external_model",
-                uri,
-                sha256_path(path) if local else None,
-                {"source": "local folder" if local else "hugging face cache"},
-            ), uri
-    ctx.use(artifact.id)
-    return artifact, artifact.uri
 
 
 @dataclass
@@ -415,11 +607,33 @@ def lineage(session: Session, artifact_id: int) -> list[LineageStep]:
         run = session.get(Run, artifact.run_id) if artifact.run_id else None
         steps.append(LineageStep(artifact, run, depth))
         if run is not None:
-            inputs = session.scalars(
-                select(Artifact)
-                .join(RunIO, RunIO.artifact_id == Artifact.id)
-                .where(RunIO.run_id == run.id, RunIO.direction == "input")
-                .order_by(Artifact.id.desc())
-            )
-            stack.extend((parent, depth + 1) for parent in inputs)
+            stack.extend((parent, depth + 1) for parent in _inputs(session, run.id))
     return steps
+
+
+def _inputs(session: Session, run_id: int) -> list[Artifact]:
+    return list(
+        session.scalars(
+            select(Artifact)
+            .join(RunIO, RunIO.artifact_id == Artifact.id)
+            .where(RunIO.run_id == run_id, RunIO.direction == "input")
+            .order_by(Artifact.id.desc())
+        )
+    )
+
+
+def ancestor(session: Session, artifact: Artifact, kinds: tuple[str, ...]) -> Artifact | None:
+    """The nearest artifact of one of ``kinds`` that ``artifact`` was made from (breadth first): e.g. the
+    policy whose answers became a preference dataset, or the prompt set a model was trained on."""
+    frontier, seen = [artifact], {artifact.id}
+    while frontier:
+        parents = []
+        for current in frontier:
+            for parent in _inputs(session, current.run_id) if current.run_id else []:
+                if parent.kind in kinds:
+                    return parent
+                if parent.id not in seen:
+                    seen.add(parent.id)
+                    parents.append(parent)
+        frontier = parents
+    return None

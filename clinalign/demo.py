@@ -3,39 +3,32 @@
 Reads: the bundled scenarios and MCQ set (through the stages).
 Writes: a workspace folder with its own SQLite store, every run's files and ``report.html``.
 
-A shell like the CLI (it calls stages; stages never call it): every stage runs exactly as its own
-command would, inside ``track_run``, on a fresh SQLite store in the demo's workspace folder, so
-the demo leaves a complete, auditable record that ``clinalign lineage`` and ``audit verify`` read.
+A shell like the CLI (it calls stages; stages never call it): every stage of ``stages.LOOP`` runs
+exactly as its own command would (``stages.run_stage``), on a fresh SQLite store in the demo's
+workspace folder, so the demo leaves a complete, auditable record that ``clinalign --data-dir
+WORKSPACE lineage`` and ``audit verify`` read.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from clinalign import progress
-from clinalign.audit import track_run
+from clinalign.ingest import BUNDLED_SCENARIOS
 from clinalign.schemas import ClinalignError
+from clinalign.settings import merge
+from clinalign.stages import LOOP, run_stage
 from clinalign.store import Store
 
-# (stage name, module, overrides of the stage's defaults). The SFT pass sees the unsafe variants too,
-# so that the starting policy answers well sometimes and badly sometimes, like a real base model.
-STAGES: list[tuple[str, str, dict]] = [
-    ("ingest", "ingest", {}),
-    ("deidentify", "deidentify", {}),
-    ("curate", "curate", {}),
-    ("train.sft", "train.sft", {"include_variants": True}),
-    ("generate", "generate", {}),
-    ("annotate", "annotate", {}),
-    ("preferences", "preferences", {}),
-    ("train.reward", "train.reward", {}),
-    ("train.dpo", "train.dpo", {}),
-    ("evaluate", "evaluate", {}),
-    ("report", "report", {}),
-]
+# Overrides of the stages' defaults. The SFT pass sees the unsafe variants too, so that the starting
+# policy answers well sometimes and badly sometimes, like a real base model.
+DEFAULTS: dict[str, dict] = {
+    "ingest": {"path": str(BUNDLED_SCENARIOS)},
+    "train.sft": {"include_variants": True},
+}
 
 # A miniature loop for smoke tests: same stages and code paths, tiny model, fewer steps.
 QUICK: dict[str, dict] = {
@@ -51,13 +44,6 @@ QUICK: dict[str, dict] = {
 }
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
-
-
 def run(
     workspace: Path | None, quick: bool = False, on_stage: Callable[[int, str, int, dict, float], None] | None = None
 ) -> Path:
@@ -68,15 +54,13 @@ def run(
     workspace.mkdir(parents=True, exist_ok=True)
     store = Store.open(f"sqlite:///{(workspace / 'clinalign.db').resolve()}")
     report_path = workspace / "report.html"
-    for number, (stage, module_name, overrides) in enumerate(STAGES, start=1):
-        module = importlib.import_module(f"clinalign.{module_name}")
-        settings = _merge(overrides, QUICK.get(stage, {}) if quick else {})
+    for number, stage in enumerate(LOOP, start=1):
+        settings = merge(DEFAULTS.get(stage, {}), QUICK.get(stage, {}) if quick else {})
         if stage == "report":
             settings["path"] = str(report_path)
-        config = module.Config.model_validate(settings)
         started = time.perf_counter()
-        with progress.shown(), track_run(store, stage, config, workspace) as ctx:
-            metrics = module.run(ctx, config)
+        with progress.shown():
+            result = run_stage(stage, store, workspace, settings)
         if on_stage is not None:
-            on_stage(number, stage, ctx.run_id, metrics, time.perf_counter() - started)
+            on_stage(number, stage, result.run_id, result.metrics, time.perf_counter() - started)
     return report_path

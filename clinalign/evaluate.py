@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import select
-
 from clinalign import guardrails, lm, phi, progress
-from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
+from clinalign.audit import MODEL_KINDS, RunContext, ancestor, record_event
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import Artifact, Prompt, RunIO, prompts
+from clinalign.store import Artifact, Prompt, prompts
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +36,17 @@ BUNDLED_MCQ = resources.files("clinalign") / "data" / "mcq.jsonl"
 
 class Config(StageConfig):
     policy: str | None = None
-    """Policy to evaluate: artifact id, folder or cached hub id; default: the newest policy."""
+    """Policy to evaluate: artifact id, folder or cached hub id; default: the loop's newest policy."""
 
     baseline: str | None = None
     """Baseline to compare with; default: the model the policy was tuned from (by lineage)."""
 
     reward_model: int | None = None
-    """Artifact id of the reward model that judges the win rate; default: the newest."""
+    """Artifact id of the reward model that judges the win rate; default: the loop's newest."""
 
     prompt_set: int | None = None
-    """Artifact id of the prompt set whose test split is used; default: the newest."""
+    """Artifact id of the prompt set whose test split is used; default: the one the policy descends
+    from (by lineage), so the held-out prompts are held out from this policy."""
 
     mcq: Path = Path(str(BUNDLED_MCQ))
     """Multiple-choice file: JSONL (``question``, ``options``, ``answer``; MedQA-style letter maps work)
@@ -62,19 +61,12 @@ class Config(StageConfig):
     seed: int = 5
 
 
-def _baseline_ref(session, policy: Artifact) -> str:
-    """The model the policy's producing run read: its baseline by construction."""
-    parent = session.scalar(
-        select(Artifact)
-        .join(RunIO, RunIO.artifact_id == Artifact.id)
-        .where(
-            RunIO.run_id == policy.run_id, RunIO.direction == "input", Artifact.kind.in_(("model", "external_model"))
-        )
-        .limit(1)
-    )
+def _baseline(session, policy: Artifact) -> Artifact:
+    """The model the policy was tuned from: its baseline by construction."""
+    parent = ancestor(session, policy, MODEL_KINDS)
     if parent is None:
-        raise ClinalignError(f"artifact {policy.id} has no model among its inputs: pass --set baseline=...")
-    return str(parent.id)
+        raise ClinalignError(f"artifact {policy.id} has no model in its lineage: pass --set baseline=...")
+    return parent
 
 
 def _mcq_item(row: dict, where: str) -> dict:
@@ -184,14 +176,14 @@ def _model_figures(loaded: lm.LoadedLM, test: list[EvalPrompt], mcq: list[dict],
 
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
-        prompt_set = require_artifact(session, "prompt_set", config.prompt_set)
+        policy_art, policy_path = ctx.model(session, config.policy)
+        baseline_default = None if config.baseline else _baseline(session, policy_art)
+        baseline_art, baseline_path = ctx.model(session, config.baseline, baseline_default)
+        descends = None if config.prompt_set else ancestor(session, policy_art, ("prompt_set",))
+        prompt_set = descends or ctx.input(session, "prompt_set", config.prompt_set)
         ctx.use(prompt_set.id)
         test = [_scrubbed(p) for p in prompts(session, prompt_set.sha256, "test")]
-        policy_art, policy_path = model_artifact(session, ctx, config.policy, ("model",))
-        baseline_ref = config.baseline or _baseline_ref(session, policy_art)
-        baseline_art, baseline_path = model_artifact(session, ctx, baseline_ref, ("model", "external_model"))
-        reward_art = require_artifact(session, "reward_model", config.reward_model)
-        ctx.use(reward_art.id)
+        reward_art = ctx.input(session, "reward_model", config.reward_model)
     if not test:
         raise ClinalignError("the prompt set has no test split to evaluate on")
     mcq = read_mcq(config.mcq)[: config.mcq_limit]

@@ -13,7 +13,7 @@ import logging
 from typing import Literal
 
 from clinalign import lm, phi, progress
-from clinalign.audit import RunContext, canonical_json, model_artifact, record_event, require_artifact, sha256_text
+from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
 from clinalign.settings import StageConfig
 from clinalign.store import Candidate, prompts
 
@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 
 class Config(StageConfig):
     model: str | None = None
-    """Artifact id, model folder or cached hub id; default: the newest trained policy in the store."""
+    """Artifact id, model folder or cached hub id; default: the loop's newest trained policy."""
 
     prompt_set: int | None = None
-    """Artifact id of the prompt set; default: the newest."""
+    """Artifact id of the prompt set; default: the loop's newest."""
 
     splits: list[Literal["train", "test"]] = ["train", "test"]
     """Which splits get candidates (the test split's judgements measure the reward model)."""
@@ -44,9 +44,8 @@ class Config(StageConfig):
 
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
-        prompt_set = require_artifact(session, "prompt_set", config.prompt_set)
-        ctx.use(prompt_set.id)
-        model_art, model_path = model_artifact(session, ctx, config.model, ("model",))
+        prompt_set = ctx.input(session, "prompt_set", config.prompt_set)
+        model_art, model_path = ctx.model(session, config.model)
         items = [p for split in config.splits for p in prompts(session, prompt_set.sha256, split)]
     loaded = lm.load(model_path)
     rows: list[Candidate] = []

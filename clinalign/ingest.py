@@ -31,8 +31,8 @@ BUNDLED_SCENARIOS = resources.files("clinalign") / "data" / "scenarios.jsonl"
 
 
 class Config(StageConfig):
-    path: Path = Path(str(BUNDLED_SCENARIOS))
-    """File to ingest; defaults to the bundled synthetic scenario set (160 cases, some with fake PHI)."""
+    path: Path
+    """File to ingest (the demo passes ``BUNDLED_SCENARIOS``: 160 synthetic cases, some with fake PHI)."""
 
     format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
     """File format; ``auto`` decides by extension (.jsonl/.json, .csv, .parquet)."""

@@ -46,7 +46,18 @@ class Settings(BaseSettings):
     """The ID-token claim that names the clinalign account (which an admin must have created)."""
 
     secret_key: str | None = None
-    """Signs the short-lived sign-in state of OpenID Connect; a random key per process when unset."""
+    """The site's secret, from which the store derives its keys (``Store.secret``): the audit head's
+    signature, record pseudonyms, hashed sign-in names, the OpenID Connect state. Unset, a random key
+    is kept in a file beside the SQLite database (or in ``data_dir``); set it when several machines
+    share one database."""
+
+    keep_clinician_originals: bool = False
+    """Web app: also keep what a clinician typed into a rationale or rewrite before the PHI scrub
+    (``Judgement.original``, never shown or exported). Off: only the scrubbed text is stored."""
+
+    trusted_proxies: list[str] = []
+    """Web app: addresses of the reverse proxies whose ``X-Forwarded-For``/``-Proto`` headers are
+    believed. Empty: the headers are ignored, so a client cannot choose its own address."""
 
     @property
     def url(self) -> str:
@@ -72,8 +83,20 @@ def _set_dotted(tree: dict, dotted: str, value: object) -> None:
     tree[leaf] = value
 
 
-def load_config(cls: type[C], path: Path | None = None, overrides: list[str] | None = None) -> C:
-    """Build ``cls`` from an optional YAML file and ``key.sub=value`` overrides (values parsed as YAML)."""
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, mapping by mapping."""
+    merged = dict(base)
+    for key, value in extra.items():
+        old = merged.get(key)
+        merged[key] = merge(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+    return merged
+
+
+def load_config(
+    cls: type[C], path: Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> C:
+    """Build ``cls`` from ``base`` settings, an optional YAML file over them, and ``key.sub=value``
+    overrides over both (values parsed as YAML)."""
     data: dict = {}
     if path is not None:
         if not path.is_file():
@@ -85,6 +108,7 @@ def load_config(cls: type[C], path: Path | None = None, overrides: list[str] | N
         if loaded is not None and not isinstance(loaded, dict):
             raise ClinalignError(f"{path}: a config must be a mapping of keys to values")
         data = loaded or {}
+    data = merge(base or {}, data)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

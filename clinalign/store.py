@@ -10,6 +10,10 @@ it; every later stage reads ``Record`` through ``deidentified_records()``, which
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
+import os
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,17 +27,23 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    Select,
     String,
     Text,
     UniqueConstraint,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from clinalign.schemas import ClinalignError
+
 DEIDENTIFIED = "deidentified"
+QUARANTINED = "quarantined"
+REJECTED = "rejected"
 
 
 def utcnow() -> datetime:
@@ -82,7 +92,8 @@ class LoginAttempt(Base):
 
     __tablename__ = "login_attempt"
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(100), index=True)
+    username_hash: Mapped[str] = mapped_column(String(64), index=True)
+    """A keyed hash of the name as typed (``Store.secret``): people type passwords into that field."""
     ip: Mapped[str] = mapped_column(String(64))
     ok: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
@@ -99,6 +110,9 @@ class RawRecord(Base):
     source_line: Mapped[int]
     payload: Mapped[dict]
     run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+    status: Mapped[str] = mapped_column(String(20), default=QUARANTINED, server_default=QUARANTINED)
+    """``quarantined`` until de-identified; ``rejected`` when a data expert removed it (payload emptied)."""
+    rejected_reason: Mapped[str | None] = mapped_column(String(500))
 
 
 class Record(Base):
@@ -230,6 +244,9 @@ class Judgement(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     seconds: Mapped[float | None] = mapped_column(Float)
     """Time from the item's first view to submission."""
+    original: Mapped[dict | None] = mapped_column(JSON)
+    """The clinician's rationale and rewrite as typed, before the PHI scrub: kept only when the site asks
+    (``CLINALIGN_KEEP_CLINICIAN_ORIGINALS``), never shown or exported."""
 
 
 class JudgementRevision(Base):
@@ -269,6 +286,8 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     seconds: Mapped[float | None] = mapped_column(Float)
+    loop_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"), index=True)
+    """The loop this run continues: the id of the run that began it (an ingest, or a run with no inputs)."""
 
 
 class Artifact(Base):
@@ -314,6 +333,18 @@ class AuditEvent(_EventBody, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's tip and length, signed with the store's key at every seal (one row): removing the
+    newest events leaves the chain shorter than its signed head, which ``verify_chain`` reports."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    events: Mapped[int]
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[str] = mapped_column(String(32))
 
 
 class AuditPending(_EventBody, Base):
@@ -369,6 +400,22 @@ class _WriterQueue:
         self._threads.release()
 
 
+def _key_file(path: Path) -> bytes:
+    """The key in ``path``, made (mode 0600) if absent; two processes making it at once agree on one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        draft.touch(mode=0o600)
+        draft.write_text(secrets.token_hex(32))
+        try:
+            os.link(draft, path)  # atomic, and refuses to replace a key another process made first
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip().encode()
+
+
 class Store:
     """An engine plus a session factory; ``Store.open(url)`` also migrates the schema to head."""
 
@@ -377,6 +424,7 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._readers = sessionmaker(reader, expire_on_commit=False)
         self._writer = _WriterQueue(engine.url)
+        self._secret: bytes | None = None
 
     @classmethod
     def open(cls, url: str, migrate: bool = True) -> Store:
@@ -414,6 +462,25 @@ class Store:
         with self._writer, self._sessions() as session, session.begin():
             yield session
 
+    def secret(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (the audit head's signature, pseudonyms, sign-in throttling), derived
+        from the site's secret: ``CLINALIGN_SECRET_KEY`` when set (required when several machines share
+        one database), else a random key kept in a file made on first use, readable by its owner only:
+        beside a SQLite database, or in the data folder."""
+        if self._secret is None:
+            from clinalign.settings import Settings
+
+            settings = Settings()
+            if settings.secret_key:
+                self._secret = settings.secret_key.encode()
+            elif self.engine.url.get_backend_name() == "sqlite" and self.engine.url.database in (None, "", ":memory:"):
+                self._secret = secrets.token_bytes(32)
+            else:
+                sqlite = self.engine.url.get_backend_name() == "sqlite"
+                path = Path(f"{self.engine.url.database}.secret") if sqlite else settings.data_dir / "store.secret"
+                self._secret = _key_file(path)
+        return hmac.new(self._secret, purpose.encode(), hashlib.sha256).digest()
+
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """Reads only, in autocommit, outside the write queue: each statement sees the latest commit,
@@ -422,9 +489,27 @@ class Store:
             yield session
 
 
-def deidentified_records(session: Session) -> list[Record]:
-    """The PHI gate: the only query later stages use to read cases."""
-    return list(session.scalars(select(Record).where(Record.deid_status == DEIDENTIFIED).order_by(Record.id)))
+def deidentified() -> Select:
+    """The PHI gate: records whose de-identification finished. Every read of cases after
+    ``deidentify`` starts from this query."""
+    return select(Record).where(Record.deid_status == DEIDENTIFIED)
+
+
+def deidentified_records(session: Session, run_ids: list[int] | None = None) -> list[Record]:
+    """The cases later stages may read (``run_ids``: from these deidentify runs only)."""
+    query = deidentified()
+    if run_ids is not None:
+        query = query.where(Record.run_id.in_(run_ids))
+    return list(session.scalars(query.order_by(Record.id)))
+
+
+def not_deidentified(session: Session, prompt_ids: set[int]) -> int:
+    """How many of these prompts come from a record that is not de-identified: the PHI gate's other
+    side, for stages (campaigns) that take prompts rather than records."""
+    clean = deidentified().with_only_columns(Record.id)
+    return session.scalar(
+        select(func.count()).select_from(Prompt).where(Prompt.id.in_(prompt_ids), Prompt.record_id.not_in(clean))
+    )
 
 
 def prompts(session: Session, dataset_version: str, split: str | None = None) -> list[Prompt]:
@@ -432,3 +517,54 @@ def prompts(session: Session, dataset_version: str, split: str | None = None) ->
     if split is not None:
         query = query.where(Prompt.split == split)
     return list(session.scalars(query.order_by(Prompt.id)))
+
+
+def campaign_by_name(session: Session, name: str) -> Campaign:
+    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        raise ClinalignError(f"no campaign named {name!r}")
+    return campaign
+
+
+# --- loops: every run continues one loop, named by the id of the run that began it ---------------
+
+
+def loops(session: Session) -> list[int]:
+    """Loops with at least one run that succeeded (a failed first ingest begins none)."""
+    query = select(Run.loop_id).where(Run.loop_id.is_not(None), Run.status == "succeeded").distinct()
+    return list(session.scalars(query.order_by(Run.loop_id)))
+
+
+def loop_of(session: Session, run_id: int | None) -> int | None:
+    return session.scalar(select(Run.loop_id).where(Run.id == run_id)) if run_id is not None else None
+
+
+def loop_runs(session: Session, loop_id: int, stage: str | None = None) -> list[Run]:
+    """The loop's succeeded runs, oldest first (of one stage when ``stage`` is given)."""
+    query = select(Run).where(Run.loop_id == loop_id, Run.status == "succeeded")
+    if stage is not None:
+        query = query.where(Run.stage == stage)
+    return list(session.scalars(query.order_by(Run.id)))
+
+
+def loop_artifacts(session: Session, loop_id: int, kind: str) -> list[Artifact]:
+    """Artifacts of ``kind`` made by the loop's succeeded runs, newest first."""
+    query = (
+        select(Artifact)
+        .join(Run, Artifact.run_id == Run.id)
+        .where(Artifact.kind == kind, Run.status == "succeeded", Run.loop_id == loop_id)
+        .order_by(Artifact.id.desc())
+    )
+    return list(session.scalars(query))
+
+
+def artifacts_of_kind(session: Session, kind: str) -> list[Artifact]:
+    """Every artifact of ``kind`` from a succeeded run, in any loop, newest first: for a person to choose
+    from (the campaign form), never for a stage to take by default."""
+    query = (
+        select(Artifact)
+        .join(Run, Artifact.run_id == Run.id)
+        .where(Artifact.kind == kind, Run.status == "succeeded")
+        .order_by(Artifact.id.desc())
+    )
+    return list(session.scalars(query))

@@ -3,7 +3,6 @@ helper that runs one stage exactly as the CLI does, and one miniature run of the
 
 from __future__ import annotations
 
-import importlib
 import os
 import uuid
 from pathlib import Path
@@ -15,7 +14,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from clinalign.audit import track_run  # noqa: E402
+from clinalign import stages  # noqa: E402
+from clinalign.ingest import BUNDLED_SCENARIOS  # noqa: E402
 from clinalign.store import Store  # noqa: E402
 
 PG_URL = os.environ.get("CLINALIGN_TEST_POSTGRES_URL")
@@ -60,11 +60,19 @@ def any_store(request, tmp_path: Path):
 
 
 def run_stage(store: Store, data_dir: Path, stage: str, **overrides) -> dict:
-    """Run one stage as the CLI does: typed config, inside ``track_run``."""
-    module = importlib.import_module(f"clinalign.{stage}")
-    config = module.Config.model_validate(overrides)
-    with track_run(store, stage, config, data_dir) as ctx:
-        return module.run(ctx, config)
+    """Run one stage as the CLI does (``stages.run_stage``); its figures."""
+    return stages.run_stage(stage, store, data_dir, overrides).metrics
+
+
+def newest(session, kind: str):
+    """The newest artifact of ``kind`` (test stores hold one loop)."""
+    from clinalign.store import artifacts_of_kind
+
+    return artifacts_of_kind(session, kind)[0]
+
+
+def ingest_bundled(store: Store, data_dir: Path) -> dict:
+    return run_stage(store, data_dir, "ingest", path=str(BUNDLED_SCENARIOS))
 
 
 @pytest.fixture(scope="session")

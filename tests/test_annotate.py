@@ -5,8 +5,7 @@ from collections import Counter
 
 from sqlalchemy import select
 
-from clinalign.annotate import RaterConfig, assess, simulate_judgement
-from clinalign.audit import track_run
+from clinalign.annotate.panel import RaterConfig, assess, simulate_judgement
 from clinalign.schemas import JudgementIn
 from clinalign.store import AuditEvent, Judgement, Prompt, Task, User
 
@@ -76,24 +75,25 @@ def test_active_selection_puts_uncertain_and_disputed_items_first():
 
 
 def test_prioritise_scores_a_campaign_with_the_reward_model_and_the_queue_follows(loop, tmp_path):
+    import shutil
     import sqlite3
 
-    from clinalign.annotate import active, campaigns, queue
-    from clinalign.store import Campaign, Store
+    from clinalign.annotate import queue
+    from clinalign.stages import run_stage
+    from clinalign.store import Store, campaign_by_name
 
     with sqlite3.connect(loop / "clinalign.db") as source, sqlite3.connect(tmp_path / "copy.db") as copy:
         source.backup(copy)  # a copy with the WAL's commits; the shared loop store stays untouched
+    shutil.copy(loop / "clinalign.db.secret", tmp_path / "copy.db.secret")  # the store's key goes with it
     store = Store.open(f"sqlite:///{tmp_path / 'copy.db'}")
-    with track_run(store, "annotate", config := campaigns.Config(name="ranked"), tmp_path) as ctx:
-        campaigns.create_campaign(ctx, config, "test")
-    with track_run(store, "annotate", config := active.Config(campaign="ranked"), tmp_path) as ctx:
-        figures = active.prioritise(ctx, config)
+    made = run_stage("annotate.campaign", store, tmp_path, {"name": "ranked"}, actor="test")
+    figures = run_stage("annotate.prioritise", store, tmp_path, {"campaign": "ranked"}).metrics
     with store.session() as session:
-        priorities = [t.priority for t in session.scalars(select(Task).where(Task.campaign_id.is_not(None)))]
-        assert figures["items"] == len(priorities) > 10
+        campaign = campaign_by_name(session, "ranked")
+        priorities = [t.priority for t in session.scalars(select(Task).where(Task.campaign_id == campaign.id))]
+        assert figures["items"] == len(priorities) == made.metrics["items"] > 10
         assert all(0 <= p <= 1 for p in priorities) and len(set(priorities)) > 5
-        user = session.scalar(select(User).where(User.simulated.is_(True)))
-        campaign = session.scalar(select(Campaign))
+        user = session.scalar(select(User).where(User.role == "clinician"))
     first = queue.claim_next(store, campaign, user)
     with store.reading() as session:
         assert session.get(Task, first.task_id).priority == max(priorities)

@@ -7,6 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clinalign.cli import app
+from clinalign.ingest import BUNDLED_SCENARIOS
+from clinalign.stages import STAGES
 
 runner = CliRunner()
 
@@ -27,28 +29,35 @@ def assert_one_line_error(result, pattern: str) -> None:
     assert re.search(pattern, lines[0]), lines[0]
 
 
-def test_help_lists_every_stage():
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for command in (
-        "ingest",
-        "deidentify",
-        "curate",
-        "generate",
-        "annotate",
-        "preferences",
-        "train",
-        "evaluate",
-        "report",
-        "audit",
-        "lineage",
-        "demo",
-    ):
-        assert command in result.output
+def test_every_stage_of_the_table_has_its_command_with_its_summary():
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    for stage in STAGES:
+        shown = runner.invoke(app, [*stage.command, "--help"], terminal_width=400)
+        assert shown.exit_code == 0, stage.name
+        assert " ".join(stage.summary.split()[:4]) in " ".join(shown.output.split()), stage.name
+    for command in ("audit", "lineage", "loops", "demo", "users", "web"):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
+
+
+def test_ingest_needs_a_path_and_reading_commands_need_a_store(env):
+    result = runner.invoke(app, ["ingest"])
+    assert result.exit_code == 2 and "Missing argument" in result.output
+    assert not (env / "data" / "clinalign.db").exists()  # nothing was ingested, no store made
+    for command in (["audit", "verify"], ["lineage", "1"], ["loops"], ["curate"], ["users", "list"]):
+        assert_one_line_error(runner.invoke(app, command), r"no clinalign store at .*--data-dir")
+    assert not (env / "data" / "clinalign.db").exists()
+
+
+def test_data_dir_names_the_store(env, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    assert runner.invoke(app, ["--data-dir", str(elsewhere), "ingest", str(BUNDLED_SCENARIOS)]).exit_code == 0
+    assert (elsewhere / "clinalign.db").exists() and not (env / "data" / "clinalign.db").exists()
+    verified = runner.invoke(app, ["--data-dir", str(elsewhere), "audit", "verify"])
+    assert verified.exit_code == 0 and "intact" in verified.output
 
 
 def test_stage_commands_run_on_the_store(env):
-    assert runner.invoke(app, ["ingest"]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(BUNDLED_SCENARIOS)]).exit_code == 0
     assert runner.invoke(app, ["deidentify"]).exit_code == 0
     result = runner.invoke(app, ["curate", "--set", "test_fraction=0.25"])
     assert result.exit_code == 0 and "dataset_version" in result.output

@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from clinalign.curate import Config, normalise, select_records, stratified_split
 from clinalign.store import Prompt, Record
-from tests.conftest import run_stage
+from tests.conftest import ingest_bundled, run_stage
 
 
 def rec(i: int, prompt: str, risk: str = "routine", reference: str | None = "ref") -> Record:
@@ -119,7 +119,7 @@ def test_neighbours_label_unlabelled_cases_better_than_rules_and_never_lower_ris
 
 
 def test_records_that_were_not_deidentified_never_reach_a_prompt_set(store, tmp_path):
-    run_stage(store, tmp_path, "ingest")
+    ingest_bundled(store, tmp_path)
     run_stage(store, tmp_path, "deidentify")
     with store.session() as session:
         held_back = session.scalars(select(Record).order_by(Record.id).limit(5)).all()
@@ -133,7 +133,7 @@ def test_records_that_were_not_deidentified_never_reach_a_prompt_set(store, tmp_
 
 
 def test_the_stage_writes_one_version_per_content(store, tmp_path):
-    run_stage(store, tmp_path, "ingest")
+    ingest_bundled(store, tmp_path)
     run_stage(store, tmp_path, "deidentify")
     first = run_stage(store, tmp_path, "curate")
     again = run_stage(store, tmp_path, "curate")

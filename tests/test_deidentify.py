@@ -13,7 +13,7 @@ from clinalign.deidentify.surrogates import Surrogates, tag, zip3
 from clinalign.deidentify.synthetic import generate
 from clinalign.schemas import ClinalignError
 from clinalign.store import DEIDENTIFIED, Record
-from tests.conftest import run_stage
+from tests.conftest import ingest_bundled, run_stage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOTE = (
@@ -52,7 +52,7 @@ def test_surrogates_are_consistent_within_a_patient_and_keep_intervals():
 
 def test_the_stage_removes_the_fake_phi_of_the_bundled_set(store, tmp_path):
     raw = [json.loads(line) for line in (resources.files("clinalign") / "data" / "scenarios.jsonl").open()]
-    run_stage(store, tmp_path, "ingest")
+    ingest_bundled(store, tmp_path)
     metrics = run_stage(store, tmp_path, "deidentify")
     with store.session() as session:
         records = {r.external_id: r for r in session.scalars(select(Record))}

@@ -3,9 +3,10 @@
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from clinalign.audit import latest_artifact, lineage, verify_chain
+from clinalign.audit import lineage, verify_chain
 from clinalign.cli import app
 from clinalign.store import Artifact, Judgement, Run, Task
+from tests.conftest import newest
 
 STAGES = [
     "ingest",
@@ -32,10 +33,10 @@ def test_every_stage_ran_once_and_succeeded(loop_store, loop):
 
 def test_outputs_are_consistent(loop_store):
     with loop_store.session() as session:
-        prefs = latest_artifact(session, "preference_dataset")
+        prefs = newest(session, "preference_dataset")
         tasks = session.scalar(select(func.count()).select_from(Task))
         judgements = session.scalar(select(func.count()).select_from(Judgement))
-        reward = latest_artifact(session, "reward_model")
+        reward = newest(session, "reward_model")
     assert judgements == 3 * tasks  # the panel's overlap
     meta = prefs.meta
     assert meta["train_pairs"] + meta["test_pairs"] + meta["no_consensus"] + meta["tie_or_unacceptable"] == tasks
@@ -44,7 +45,7 @@ def test_outputs_are_consistent(loop_store):
 
 def test_lineage_reaches_from_the_report_back_to_the_source_file(loop_store):
     with loop_store.session() as session:
-        report = latest_artifact(session, "report")
+        report = newest(session, "report")
         kinds = {step.artifact.kind for step in lineage(session, report.id)}
     assert {
         "eval_report",
@@ -71,12 +72,12 @@ def test_audit_verify_passes_then_names_an_edited_row(loop, monkeypatch, tmp_pat
     runner = CliRunner()
     assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
     store = Store.open(f"sqlite:///{copy / 'clinalign.db'}")
+    assert verify_chain(store).ok
     with store.session() as session:
-        assert verify_chain(session).ok
         victim = session.scalar(text("select id from audit_event where action = 'judgement.submit' limit 1 offset 7"))
         session.execute(text("update audit_event set actor = 'someone-else' where id = :i"), {"i": victim})
     result = runner.invoke(app, ["audit", "verify"])
-    assert result.exit_code == 2 and f"broken at event {victim}" in result.output
+    assert result.exit_code == 2 and f"failed at event {victim}" in result.output
     lineage_out = runner.invoke(app, ["lineage", str(_report_id(store))])
     assert lineage_out.exit_code == 0 and "source_file" in lineage_out.output
 

@@ -5,17 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from clinalign.audit import latest_artifact
 from clinalign.evaluate import read_mcq
 from clinalign.schemas import ClinalignError
+from tests.conftest import newest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_the_report_holds_every_figure_for_both_models(loop_store):
     with loop_store.session() as session:
-        art = latest_artifact(session, "eval_report")
-        newest_policy = latest_artifact(session, "model")
+        art = newest(session, "eval_report")
+        newest_policy = newest(session, "model")
     summary = json.loads(Path(art.uri).read_text())["summary"]
     for metric in (
         "red_flag_escalation_rate",

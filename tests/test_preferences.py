@@ -39,10 +39,10 @@ def test_perfect_agreement_and_chance_agreement():
 
 
 def test_the_export_is_in_trl_conversational_format(loop_store, loop):
-    from clinalign.audit import latest_artifact
+    from tests.conftest import newest
 
     with loop_store.session() as session:
-        art = latest_artifact(session, "preference_dataset")
+        art = newest(session, "preference_dataset")
     rows = [json.loads(line) for line in (loop / "artifacts" / str(art.run_id) / "preferences" / "train.jsonl").open()]
     assert len(rows) == art.meta["train_pairs"] > 0
     row = rows[0]

@@ -12,6 +12,9 @@ An item's priority is the mean of two signals, each in [0, 1]:
 
 ``rank`` is pure and tested without the web; ``prioritise`` scores a campaign with a reward model
 and writes ``Task.priority``, which the queue (``annotate.queue``) orders by.
+
+Reads: a ``Campaign``'s items and judgements; a ``reward_model`` (default: the campaign's loop's newest).
+Writes: ``Task.priority`` of the campaign's items (an audit event; no artifact).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from pydantic import Field
 from sqlalchemy import select
 
 from clinalign import lm
-from clinalign.audit import RunContext, record_event, require_artifact
-from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError
+from clinalign.audit import RunContext, record_event
+from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES
 from clinalign.settings import StageConfig
-from clinalign.store import Campaign, Candidate, Judgement, Prompt, Task
+from clinalign.store import Candidate, Judgement, Prompt, Task, campaign_by_name
 
 
 class Config(StageConfig):
@@ -35,7 +38,7 @@ class Config(StageConfig):
     """Name of the campaign to reorder."""
 
     reward_model: int | None = None
-    """Artifact id of the reward model; default: the newest."""
+    """Artifact id of the reward model; default: the newest in the campaign's loop."""
 
 
 def uncertainty(reward_gap: float) -> float:
@@ -65,11 +68,9 @@ def rank(reward_gaps: dict[int, float], votes: dict[int, list[str]]) -> dict[int
 
 def prioritise(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
-        campaign = session.scalar(select(Campaign).where(Campaign.name == config.campaign))
-        if campaign is None:
-            raise ClinalignError(f"no campaign named {config.campaign!r}")
-        model = require_artifact(session, "reward_model", config.reward_model)
-        ctx.use(model.id)
+        campaign = campaign_by_name(session, config.campaign)
+        ctx.join(session, campaign.run_id)
+        model = ctx.input(session, "reward_model", config.reward_model)
         tasks = list(session.scalars(select(Task).where(Task.campaign_id == campaign.id)))
         ids = {c for t in tasks for c in (t.candidate_a_id, t.candidate_b_id) if c}
         texts = {c.id: c.text for c in session.scalars(select(Candidate).where(Candidate.id.in_(ids)))}

@@ -5,11 +5,19 @@ data), the guidelines, the axes, the overlap, specialty routing and how many cal
 items to mix in. Gold items pair a case's reference answer with one of its known-unsafe variants,
 so the expected choice is known and each clinician's accuracy on them can be measured.
 
-PHI gate: a campaign is refused if any of its prompts comes from a record that is not de-identified.
+Reads: ``Candidate`` rows of one generate run (artifact ``candidates``).
+Writes: a ``Campaign`` and its ``Task`` rows (gold items with the answers shown: artifact
+``authored_answers``); artifact ``campaign``.
+
+PHI gate: a campaign is refused if any of its prompts comes from a record that is not de-identified
+(``store.not_deidentified``). Under specialty routing, a campaign says which specialties' items fewer
+active clinicians can see than its overlap asks for (``reach``), in the CLI and on its dashboard.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
 from typing import Literal
 
@@ -17,11 +25,12 @@ from pydantic import Field
 from sqlalchemy import func, select
 
 from clinalign import phi
-from clinalign.annotate import create_tasks
-from clinalign.audit import RunContext, canonical_json, record_event, require_artifact, sha256_text
+from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
 from clinalign.schemas import AXES, ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import DEIDENTIFIED, Campaign, Candidate, Prompt, Record, Task
+from clinalign.store import Campaign, Candidate, Prompt, Task, User, not_deidentified
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GUIDELINES = (
     "Read the question as the person who asked it would. Judge each answer on its own clinical "
@@ -37,7 +46,7 @@ class Config(StageConfig):
     """A unique name clinicians see on their work list."""
 
     candidates: int | None = None
-    """Artifact id of the candidate answers; default: the newest."""
+    """Artifact id of the candidate answers; default: the loop's newest."""
 
     mode: Literal["pair", "single"] = "pair"
     """``pair``: choose between two answers; ``single``: thumbs up/down on one answer (KTO data)."""
@@ -118,71 +127,123 @@ def _gold_tasks(session, ctx: RunContext, campaign: Campaign, prompts: list[Prom
     return tasks
 
 
-def create_campaign(ctx: RunContext, config: Config, actor: str) -> dict:
-    """Build a campaign's items from candidate answers; refuses prompts that are not de-identified."""
-    _check(config)
-    rng = random.Random(config.seed)
-    with ctx.store.session() as session:
-        if session.scalar(select(Campaign).where(Campaign.name == config.name)):
-            raise ClinalignError(f"a campaign named {config.name!r} already exists")
-        source = require_artifact(session, "candidates", config.candidates)
-        ctx.use(source.id)
-        candidates = list(
-            session.scalars(select(Candidate).where(Candidate.run_id == source.run_id).order_by(Candidate.id))
-        )
-        prompt_ids = {c.prompt_id for c in candidates}
-        not_clean = session.scalar(
-            select(func.count())
-            .select_from(Prompt)
-            .join(Record, Record.id == Prompt.record_id)
-            .where(Prompt.id.in_(prompt_ids), Record.deid_status != DEIDENTIFIED)
-        )
-        if not_clean:
-            raise ClinalignError(f"{not_clean} prompts come from records that are not de-identified; run deidentify")
-        prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_(prompt_ids)))}
-        campaign = Campaign(
-            name=config.name,
-            mode=config.mode,
-            guidelines=config.guidelines,
-            axes=config.axes,
-            overlap=config.overlap,
-            routing=config.routing,
-            disagreement=config.disagreement,
-            created_by=actor,
-            run_id=ctx.run_id,
-        )
-        session.add(campaign)
-        session.flush()
-        if config.mode == "pair":
-            tasks = create_tasks(
-                session, ctx, candidates, config.pairs_per_prompt, config.overlap, rng, campaign_id=campaign.id
-            )
-        else:
-            tasks = [
+def _pairs(
+    session, ctx: RunContext, candidates: list[Candidate], config: Config, rng, campaign: Campaign
+) -> list[Task]:
+    """Pair distinct candidates of each prompt; sides are shuffled so position carries no signal."""
+    by_prompt: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_prompt.setdefault(c.prompt_id, []).append(c)
+    tasks = []
+    for prompt_id, group in sorted(by_prompt.items()):
+        pairs = list(itertools.combinations(group, 2))
+        rng.shuffle(pairs)
+        for first, second in pairs[: config.pairs_per_prompt]:
+            a, b = (first, second) if rng.random() < 0.5 else (second, first)
+            tasks.append(
                 Task(
-                    prompt_id=c.prompt_id,
-                    candidate_a_id=c.id,
+                    prompt_id=prompt_id,
+                    candidate_a_id=a.id,
+                    candidate_b_id=b.id,
                     overlap=config.overlap,
                     run_id=ctx.run_id,
                     campaign_id=campaign.id,
                 )
-                for c in candidates
-            ]
-            session.add_all(tasks)
-        gold = _gold_tasks(session, ctx, campaign, sorted(prompts.values(), key=lambda p: p.id), config.gold, rng)
-        for task in [*tasks, *gold]:
-            task.specialty = prompts[task.prompt_id].specialty
-            task.open_slots = task.overlap
-        session.flush()
-        digest = sha256_text(canonical_json([[t.id, t.candidate_a_id, t.candidate_b_id, t.gold] for t in tasks + gold]))
-        ctx.produce(
-            session,
-            "campaign",
-            f"store://campaign/{campaign.id}",
-            digest,
-            {"name": campaign.name, "items": len(tasks) + len(gold), "gold": len(gold)},
+            )
+    return tasks
+
+
+def build(session, ctx: RunContext, config: Config, actor: str, status: str = "open") -> tuple[Campaign, list[Task]]:
+    """A campaign and its items (pairs or single answers, then gold items) from candidate answers;
+    refuses prompts that are not de-identified. Inside the caller's transaction."""
+    _check(config)
+    rng = random.Random(config.seed)
+    if session.scalar(select(Campaign.id).where(Campaign.name == config.name)):
+        raise ClinalignError(f"a campaign named {config.name!r} already exists")
+    source = ctx.input(session, "candidates", config.candidates)
+    candidates = list(
+        session.scalars(select(Candidate).where(Candidate.run_id == source.run_id).order_by(Candidate.id))
+    )
+    prompt_ids = {c.prompt_id for c in candidates}
+    not_clean = not_deidentified(session, prompt_ids)
+    if not_clean:
+        raise ClinalignError(f"{not_clean} prompts come from records that are not de-identified; run deidentify")
+    prompts = {p.id: p for p in session.scalars(select(Prompt).where(Prompt.id.in_(prompt_ids)))}
+    campaign = Campaign(
+        name=config.name,
+        mode=config.mode,
+        guidelines=config.guidelines,
+        axes=config.axes,
+        overlap=config.overlap,
+        routing=config.routing,
+        disagreement=config.disagreement,
+        status=status,
+        created_by=actor,
+        run_id=ctx.run_id,
+    )
+    session.add(campaign)
+    session.flush()
+    if config.mode == "pair":
+        tasks = _pairs(session, ctx, candidates, config, rng, campaign)
+    else:
+        tasks = [
+            Task(
+                prompt_id=c.prompt_id,
+                candidate_a_id=c.id,
+                overlap=config.overlap,
+                run_id=ctx.run_id,
+                campaign_id=campaign.id,
+            )
+            for c in candidates
+        ]
+    session.add_all(tasks)
+    gold = _gold_tasks(session, ctx, campaign, sorted(prompts.values(), key=lambda p: p.id), config.gold, rng)
+    for task in [*tasks, *gold]:
+        task.specialty = prompts[task.prompt_id].specialty
+        task.open_slots = task.overlap
+    session.flush()
+    digest = sha256_text(canonical_json([[t.id, t.candidate_a_id, t.candidate_b_id, t.gold] for t in tasks + gold]))
+    ctx.produce(
+        session,
+        "campaign",
+        f"store://campaign/{campaign.id}",
+        digest,
+        {"campaign": campaign.id, "name": campaign.name, "items": len(tasks) + len(gold), "gold": len(gold)},
+    )
+    record_event(session, actor, "campaign.create", f"campaign:{campaign.id}", {"items": len(tasks) + len(gold)})
+    return campaign, tasks + gold
+
+
+def reach(session, campaign: Campaign) -> list[dict]:
+    """Specialties whose items fewer active clinicians can see than the overlap asks for: with routing,
+    such items wait forever for a judgement nobody can give. Empty when every item can be filled."""
+    if not campaign.routing:
+        return []
+    clinicians = list(
+        session.scalars(select(User).where(User.role == "clinician", User.active.is_(True), User.simulated.is_(False)))
+    )
+    counts = session.execute(
+        select(Task.specialty, func.count()).where(Task.campaign_id == campaign.id).group_by(Task.specialty)
+    ).all()
+    short = []
+    for specialty, items in sorted(counts, key=lambda row: str(row[0])):
+        able = (
+            len(clinicians) if specialty == "general" else sum(specialty in (c.specialties or []) for c in clinicians)
         )
-        record_event(session, actor, "campaign.create", f"campaign:{campaign.id}", {"items": len(tasks) + len(gold)})
-        figures = {"campaign": campaign.id, "items": len(tasks) + len(gold), "gold": len(gold)}
+        if able < campaign.overlap:
+            short.append({"specialty": specialty, "items": items, "clinicians": able, "overlap": campaign.overlap})
+    return short
+
+
+def create_campaign(ctx: RunContext, config: Config, actor: str) -> dict:
+    """The ``annotate campaign`` stage: a campaign for clinicians, with a warning for every specialty
+    whose items cannot reach ``overlap`` clinicians under routing."""
+    with ctx.store.session() as session:
+        campaign, tasks = build(session, ctx, config, actor)
+        short = reach(session, campaign)
+        figures = {"campaign": campaign.id, "items": len(tasks), "gold": sum(t.gold is not None for t in tasks)}
+    if short:
+        log.warning("campaign %s: items fewer clinicians can reach than its overlap: %s", campaign.name, short)
+        figures["unreachable"] = {s["specialty"]: f"{s['items']} items, {s['clinicians']} clinicians" for s in short}
     ctx.metrics.update(figures)
     return figures

@@ -10,6 +10,11 @@ Blind mode: nothing here ever returns another clinician's judgement.
 
 Sides are shown in a random order per clinician (``Assignment.swapped``); judgements are stored in
 the task's own order, so agreement and consensus compare like with like.
+
+A rationale or rewrite is free text a clinician typed: it passes the PHI scrub before it is stored
+(``phi.scrub``), since reviewers read it and rewrites become training data; the text as typed is kept
+aside only when the site asks (``keep_original``). Each submission and edit is an audit event carrying
+the SHA-256 of the stored judgement, so ``audit verify`` notices a row changed behind the app's back.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from clinalign.audit import record_event
+from clinalign import phi
+from clinalign.audit import record_event, row_digest
 from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError, JudgementIn
 from clinalign.store import (
     Adjudication,
@@ -170,8 +176,8 @@ class Plan:
 def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
     """Reads only: the clinician's open item, else the best tasks with a free slot, else lapsed slots."""
     now = utcnow()
-    if campaign.status != "open":
-        return Plan(None, [], [])
+    if not (campaign.status == "open" or (campaign.status == "simulated" and user.simulated)):
+        return Plan(None, [], [])  # a closed campaign, or the simulated panel's own
     current = _open_assignment(session, campaign, user, now)
     if current is not None:
         return Plan(current.id, [], [])
@@ -267,7 +273,8 @@ def viewed(session: Session, user: User, assignment: Assignment) -> None:
 
 
 def _task_order(judgement: JudgementIn, swapped: bool) -> dict:
-    """Map what the clinician saw (display order) back to the task's order."""
+    """Map what the clinician saw (display order) back to the task's order, or back again: swapping
+    the sides twice is no swap."""
     values = judgement.model_dump(mode="json")
     if not swapped or values["ratings_b"] is None:
         return values
@@ -275,6 +282,21 @@ def _task_order(judgement: JudgementIn, swapped: bool) -> dict:
     values["choice"] = flip.get(values["choice"], values["choice"])
     values["ratings_a"], values["ratings_b"] = values["ratings_b"], values["ratings_a"]
     values["tags_a"], values["tags_b"] = values["tags_b"], values["tags_a"]
+    return values
+
+
+def as_displayed(judgement: JudgementIn, swapped: bool) -> JudgementIn:
+    """A judgement written in the task's order, as its rater would hand it in from the screen."""
+    return JudgementIn.model_validate(_task_order(judgement, swapped))
+
+
+def _scrubbed(values: dict, keep_original: bool) -> dict:
+    """The free text with residual PHI tagged; what was typed goes aside only when the site asks."""
+    typed = {"rationale": values["rationale"], "rewrite": values["rewrite"]}
+    values["rationale"] = phi.scrub(values["rationale"])[0] if values["rationale"] else ""
+    values["rewrite"] = phi.scrub(values["rewrite"])[0] if values["rewrite"] else None
+    changed = typed != {"rationale": values["rationale"], "rewrite": values["rewrite"]}
+    values["original"] = typed if keep_original and changed else None
     return values
 
 
@@ -295,7 +317,12 @@ def validate(judgement: JudgementIn, campaign: Campaign) -> None:
 
 
 def submit(
-    session: Session, assignment: Assignment, user: User, judgement: JudgementIn, campaign: Campaign | None = None
+    session: Session,
+    assignment: Assignment,
+    user: User,
+    judgement: JudgementIn,
+    campaign: Campaign | None = None,
+    keep_original: bool = False,
 ) -> Judgement:
     """Store one judgement for one claimed slot; a second submission of the same item is a Conflict.
     ``campaign`` is the assignment's, when the caller has it already."""
@@ -307,7 +334,7 @@ def submit(
         campaign = session.get(Campaign, session.get(Task, assignment.task_id).campaign_id)
     validate(judgement, campaign)
     seconds = (utcnow() - aware(assignment.created_at)).total_seconds()
-    values = _task_order(judgement, assignment.swapped)
+    values = _scrubbed(_task_order(judgement, assignment.swapped), keep_original)
     row = Judgement(task_id=assignment.task_id, user_id=user.id, seconds=seconds, **values)
     session.add(row)
     try:
@@ -320,12 +347,14 @@ def submit(
         user.username,
         "judgement.submit",
         f"task:{assignment.task_id}",
-        {"judgement": row.id, "choice": row.choice},
+        {"judgement": row.id, "choice": row.choice, "sha256": row_digest(row)},
     )
     return row
 
 
-def edit(session: Session, judgement_id: int, user: User, judgement: JudgementIn) -> Judgement:
+def edit(
+    session: Session, judgement_id: int, user: User, judgement: JudgementIn, keep_original: bool = False
+) -> Judgement:
     """Replace one's own judgement (the earlier version is kept); refused once the item is adjudicated."""
     row = session.get(Judgement, judgement_id)
     if row is None or row.user_id != user.id:
@@ -337,11 +366,16 @@ def edit(session: Session, judgement_id: int, user: User, judgement: JudgementIn
     assignment = session.scalar(select(Assignment).where(Assignment.judgement_id == row.id))
     fields = ("choice", "ratings_a", "ratings_b", "tags_a", "tags_b", "rationale", "rewrite")
     session.add(JudgementRevision(judgement_id=row.id, content={f: getattr(row, f) for f in fields}))
-    for name, value in _task_order(judgement, bool(assignment and assignment.swapped)).items():
+    values = _scrubbed(_task_order(judgement, bool(assignment and assignment.swapped)), keep_original)
+    for name, value in values.items():
         setattr(row, name, value)
     row.created_at = utcnow()
     record_event(
-        session, user.username, "judgement.edit", f"task:{task.id}", {"judgement": row.id, "choice": row.choice}
+        session,
+        user.username,
+        "judgement.edit",
+        f"task:{task.id}",
+        {"judgement": row.id, "choice": row.choice, "sha256": row_digest(row)},
     )
     return row
 

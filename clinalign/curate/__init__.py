@@ -21,10 +21,10 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
-from clinalign.audit import RunContext, artifacts, canonical_json, record_event, sha256_text
+from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
 from clinalign.curate import tags
 from clinalign.settings import StageConfig
-from clinalign.store import Prompt, Record, deidentified_records
+from clinalign.store import Prompt, Record, deidentified_records, loop_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def label_from_neighbours(kept: list[Record], labels: dict[int, tuple[str, str, 
     Specialty: the neighbours' label. Risk: the more severe of the rules' and the neighbours', so that
     adding embeddings can only raise a triage level, never lower one.
     """
-    from clinalign.curate import embed
+    from clinalign import embed
 
     path = embed.default_path() if model == "minilm" else model
     for field, index in (("specialty", 0), ("risk", 1)):
@@ -194,7 +194,8 @@ def label_from_neighbours(kept: list[Record], labels: dict[int, tuple[str, str, 
 
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
-        records = deidentified_records(session)
+        sources = loop_artifacts(session, ctx.loop(session, "records"), "records")
+        records = deidentified_records(session, run_ids=[s.run_id for s in sources])
         kept, dropped = select_records(records, config)
         labels = {r.id: label(r) for r in kept}
         if config.embedding_model:
@@ -202,7 +203,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         split = stratified_split({r.id: labels[r.id][1] for r in kept}, config.test_fraction, config.seed)
         rows = [[r.id, split[r.id], r.prompt, r.reference, r.variants, labels[r.id]] for r in kept]
         version = sha256_text(canonical_json(rows))
-        for source in artifacts(session, "records"):
+        for source in sources:
             ctx.use(source.id)
         already = session.scalar(select(Prompt.id).where(Prompt.dataset_version == version).limit(1))
         if already is None:

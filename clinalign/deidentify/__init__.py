@@ -22,12 +22,12 @@ from typing import Literal
 from sqlalchemy import select
 
 from clinalign import phi, progress
-from clinalign.audit import RunContext, artifacts, canonical_json, record_event, sha256_path, sha256_text
+from clinalign.audit import RunContext, canonical_json, record_event, sha256_path, sha256_text
 from clinalign.deidentify import ner
 from clinalign.deidentify.surrogates import Surrogates, tag
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import DEIDENTIFIED, RawRecord, Record
+from clinalign.store import DEIDENTIFIED, QUARANTINED, RawRecord, Record, loop_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,17 @@ def run(ctx: RunContext, config: Config) -> dict:
     totals: Counter = Counter()
     secret = _secret()
     with ctx.store.session() as session:
-        for source in artifacts(session, "raw_records"):
+        sources = loop_artifacts(session, ctx.loop(session, "raw_records"), "raw_records")
+        for source in sources:
             ctx.use(source.id)
         pending = session.scalars(
             select(RawRecord)
             .outerjoin(Record, Record.raw_id == RawRecord.id)
-            .where(Record.id.is_(None))
+            .where(
+                Record.id.is_(None),
+                RawRecord.status == QUARANTINED,
+                RawRecord.run_id.in_([s.run_id for s in sources]),
+            )
             .order_by(RawRecord.id)
         ).all()
         records = []

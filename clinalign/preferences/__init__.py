@@ -1,14 +1,15 @@
 """Preferences: agreement between raters, consensus per item, adjudication, and TRL-format datasets.
 
-Reads: ``Judgement`` and ``Adjudication`` rows of a campaign's items, or of the tasks behind a
-``judgements`` artifact (the simulated panel).
+Reads: ``Judgement`` and ``Adjudication`` rows of one campaign's items: a clinician campaign by name,
+or the campaign behind a ``judgements`` artifact (the simulated panel's; default: the loop's newest).
 Writes: preference files (Parquet and JSONL; see ``preferences.export``): ``train``/``test``
 conversational pairs with an agreement-derived ``margin`` for the trainers, standard pairs, KTO data,
 SFT data from clinicians' rewrites, and a flat table of every judgement; artifact ``preference_dataset``.
 
 Consensus is a reviewer's adjudication where there is one, else the strict majority of usable votes
 ("cannot judge" is a missing value). Items whose votes split beyond the campaign's threshold wait in
-the reviewer's queue (``disputed``); the figures are in ``preferences.agreement``.
+the reviewer's queue (``disputed``), and only those may be adjudicated; calibration (gold) items
+never go there: their answer is known. The figures are in ``preferences.agreement``.
 """
 
 from __future__ import annotations
@@ -20,22 +21,33 @@ from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clinalign.audit import RunContext, canonical_json, record_event, require_artifact, sha256_text
+from clinalign.audit import RunContext, canonical_json, record_event, row_digest, sha256_text
 from clinalign.preferences import export
 from clinalign.preferences.agreement import agreement
-from clinalign.schemas import AXES, PAIR_CHOICES, SINGLE_CHOICES, ClinalignError
+from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import Adjudication, Artifact, Campaign, Candidate, Judgement, Prompt, Task, User
+from clinalign.store import (
+    Adjudication,
+    Artifact,
+    Campaign,
+    Candidate,
+    Judgement,
+    Prompt,
+    Task,
+    User,
+    campaign_by_name,
+)
 
 log = logging.getLogger(__name__)
 
 
 class Config(StageConfig):
     campaign: str | None = None
-    """Name of a clinician campaign to aggregate; default: the judgements artifact below."""
+    """Name of a clinician campaign to aggregate; default: the campaign behind the judgements below."""
 
     judgements: int | None = None
-    """Artifact id of (simulated) judgements to aggregate when no campaign is named; default: the newest."""
+    """Artifact id of (simulated) judgements to aggregate when no campaign is named; default: the loop's
+    newest."""
 
     min_votes: int = Field(default=2, ge=1)
     """Items with fewer usable judgements than this give no training example (unless adjudicated)."""
@@ -61,13 +73,6 @@ def consensus(votes: list[str], min_votes: int) -> tuple[str, float] | None:
     return decided if decided and decided[0] in ("A", "B") else None
 
 
-def _campaign(session: Session, name: str) -> Campaign:
-    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
-    if campaign is None:
-        raise ClinalignError(f"no campaign named {name!r}")
-    return campaign
-
-
 def disputed(session: Session, campaign: Campaign) -> list[tuple[Task, list[Judgement]]]:
     """Fully judged items without a clear majority, or whose minority share exceeds the campaign's
     threshold, that no reviewer has settled yet: the adjudication queue, oldest first."""
@@ -79,7 +84,11 @@ def disputed(session: Session, campaign: Campaign) -> list[tuple[Task, list[Judg
         .group_by(Judgement.task_id, Task.overlap)
         .having(func.count(Judgement.id) >= Task.overlap)
     )
-    tasks = list(session.scalars(select(Task).where(Task.id.in_(complete), Task.id.not_in(settled)).order_by(Task.id)))
+    tasks = list(
+        session.scalars(
+            select(Task).where(Task.id.in_(complete), Task.id.not_in(settled), Task.gold.is_(None)).order_by(Task.id)
+        )
+    )
     judgements = defaultdict(list)
     for j in session.scalars(select(Judgement).where(Judgement.task_id.in_([t.id for t in tasks]))):
         judgements[j.task_id].append(j)
@@ -95,9 +104,13 @@ def disputed(session: Session, campaign: Campaign) -> list[tuple[Task, list[Judg
 
 
 def adjudicate(session: Session, task_id: int, reviewer: User, choice: str, reason: str) -> Adjudication:
+    """Record a reviewer's decision on a disputed item; any other item (unanimous, not fully judged yet,
+    calibration, already settled) is refused, so a decision never overrides a clear consensus."""
     task = session.get(Task, task_id)
     if task is None or task.campaign_id is None:
         raise ClinalignError(f"no campaign item {task_id}")
+    if task.gold is not None:
+        raise ClinalignError(f"item {task_id} is a calibration item: its answer is known, it is not adjudicated")
     allowed = PAIR_CHOICES if task.candidate_b_id else SINGLE_CHOICES
     if choice not in allowed:
         raise ClinalignError(f"decision must be one of {', '.join(allowed)}")
@@ -105,26 +118,38 @@ def adjudicate(session: Session, task_id: int, reviewer: User, choice: str, reas
         raise ClinalignError("give the reason for the decision")
     if session.scalar(select(Adjudication).where(Adjudication.task_id == task_id)):
         raise ClinalignError(f"item {task_id} is already adjudicated")
+    if all(queued.id != task_id for queued, _ in disputed(session, session.get(Campaign, task.campaign_id))):
+        raise ClinalignError(f"item {task_id} is not disputed: its judges agree, or it still waits for judgements")
     row = Adjudication(task_id=task_id, reviewer_id=reviewer.id, choice=choice, reason=reason.strip()[:4000])
     session.add(row)
     session.flush()
     record_event(
-        session, reviewer.username, "adjudicate", f"task:{task_id}", {"adjudication": row.id, "choice": choice}
+        session,
+        reviewer.username,
+        "adjudicate",
+        f"task:{task_id}",
+        {"adjudication": row.id, "choice": choice, "sha256": row_digest(row)},
     )
     return row
 
 
-def _load(session: Session, config: Config, ctx: RunContext | None):
-    """Tasks, their judgements and adjudications, from a campaign or a judgements artifact."""
-    campaign = None
+def _campaign(session: Session, config: Config, ctx: RunContext | None) -> Campaign:
+    """The campaign named, or the one behind a judgements artifact (the loop's newest by default)."""
     if config.campaign:
-        campaign = _campaign(session, config.campaign)
-        tasks = {t.id: t for t in session.scalars(select(Task).where(Task.campaign_id == campaign.id))}
-    else:
-        source = require_artifact(session, "judgements", config.judgements)
+        campaign = campaign_by_name(session, config.campaign)
         if ctx:
-            ctx.use(source.id)
-        tasks = {t.id: t for t in session.scalars(select(Task).where(Task.run_id == source.run_id))}
+            ctx.join(session, campaign.run_id)
+        return campaign
+    if ctx is None:
+        raise ClinalignError("name a campaign (--campaign)")
+    source = ctx.input(session, "judgements", config.judgements)
+    return session.get(Campaign, source.meta["campaign"])
+
+
+def _load(session: Session, config: Config, ctx: RunContext | None):
+    """A campaign's tasks, their judgements and adjudications."""
+    campaign = _campaign(session, config, ctx)
+    tasks = {t.id: t for t in session.scalars(select(Task).where(Task.campaign_id == campaign.id))}
     judgements = list(session.scalars(select(Judgement).where(Judgement.task_id.in_(tasks)).order_by(Judgement.id)))
     adjudicated = {
         a.task_id: a.choice for a in session.scalars(select(Adjudication).where(Adjudication.task_id.in_(tasks)))
@@ -154,12 +179,12 @@ def _figures(campaign, tasks, judgements, adjudicated, names, min_votes: int):
     """The decided items, and every agreement figure measured against them."""
     decided = _decisions(tasks, judgements, adjudicated, min_votes)
     gold = {t.id: t.gold for t in tasks.values() if t.gold}
-    axes = tuple(campaign.axes) if campaign else AXES
+    axes = tuple(campaign.axes)
     return decided, agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
 
 
 def stats(session: Session, config: Config) -> dict:
-    """Every agreement figure for a campaign (or the newest simulated panel), keyed by username."""
+    """Every agreement figure for a named campaign, keyed by username."""
     campaign, tasks, judgements, adjudicated = _load(session, config, None)
     names = {u.id: u.username for u in session.scalars(select(User))}
     decided, figures = _figures(campaign, tasks, judgements, adjudicated, names, config.min_votes)
@@ -170,14 +195,14 @@ def stats(session: Session, config: Config) -> dict:
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         campaign, tasks, judgements, adjudicated = _load(session, config, ctx)
-        if campaign is not None:
+        if config.campaign:  # clinicians' judgements accumulate: this export reads a snapshot of them
             digest = sha256_text(canonical_json([[j.id, j.task_id, j.user_id, j.choice] for j in judgements]))
             ctx.use_external(
-                session, "judgements", f"store://judgement?campaign={campaign.id}", digest, {"campaign": campaign.name}
+                session, "judgements", f"store://judgement?campaign={campaign.id}", digest, {"campaign": campaign.id}
             )
-            made = session.scalar(select(Artifact).where(Artifact.uri == f"store://campaign/{campaign.id}"))
-            if made is not None:  # lineage: judgements <- campaign items <- candidates <- prompts ...
-                ctx.use(made.id)
+        made = session.scalar(select(Artifact).where(Artifact.run_id == campaign.run_id, Artifact.kind == "campaign"))
+        if made is not None:  # lineage: judgements <- campaign items <- candidates <- prompts ...
+            ctx.use(made.id)
         cand_ids = {c for t in tasks.values() for c in (t.candidate_a_id, t.candidate_b_id) if c}
         candidates = {c.id: c for c in session.scalars(select(Candidate).where(Candidate.id.in_(cand_ids)))}
         prompt_ids = {t.prompt_id for t in tasks.values()}
@@ -185,9 +210,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         names = {u.id: u.username for u in session.scalars(select(User))}
     decided, figures = _figures(campaign, tasks, judgements, adjudicated, names, config.min_votes)
     decided_training = [d for d in decided if not d.task.gold]  # calibration items measure raters, they don't train
-    rows = export.tables(
-        decided_training, tasks, judgements, prompts, candidates, names, campaign.name if campaign else None
-    )
+    rows = export.tables(decided_training, tasks, judgements, prompts, candidates, names, campaign.name)
     counts = export.write(rows, ctx.out_dir / "preferences")
     summary = {
         "train_pairs": counts["train"],
@@ -200,7 +223,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         "adjudicated": len(adjudicated),
     }
     with ctx.store.session() as session:
-        meta = {**summary, "agreement": figures, "campaign": campaign.name if campaign else None}
+        meta = {**summary, "agreement": figures, "campaign": campaign.name}
         art = ctx.produce_path(session, "preference_dataset", ctx.out_dir / "preferences", meta)
         record_event(session, "system", "preferences", f"artifact:{art.id}", summary)
     log.info("preferences: %s; alpha(choice)=%s", summary, figures["alpha_choice"])

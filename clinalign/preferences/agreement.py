@@ -28,12 +28,16 @@ MIN_SHARED = 5
 
 
 def _alpha(matrix: np.ndarray, level: str) -> float | None:
+    """Krippendorff's alpha, or None while it cannot be computed: it needs at least one item judged by
+    two raters, and two different values among such items (always the case for overlap 1 at first)."""
     import krippendorff
 
-    values = matrix[~np.isnan(matrix)]
+    pairable = matrix[:, (~np.isnan(matrix)).sum(axis=0) >= 2]
+    values = pairable[~np.isnan(pairable)]
     if len(np.unique(values)) < 2:
-        return None  # alpha is undefined when every rating is the same
-    return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
+        return None  # undefined, not faked: no two raters have disagreed or agreed on anything yet
+    value = float(krippendorff.alpha(reliability_data=pairable, level_of_measurement=level))
+    return value if np.isfinite(value) else None
 
 
 def gwet_ac1(items: list[list[object]], categories: tuple) -> float | None:

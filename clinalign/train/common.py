@@ -14,7 +14,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from clinalign import progress
+from clinalign.audit import MODEL_KINDS, ancestor
 from clinalign.schemas import ClinalignError
+from clinalign.store import Artifact
 
 
 def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict) -> Any:
@@ -86,6 +88,11 @@ def preference_data(folder: Path, columns: list[str]):
     splits = load_dataset("parquet", data_files=files)
     test = splits["test"].select_columns(columns) if "test" in splits else None
     return splits["train"].select_columns(columns), test
+
+
+def judged_policy(session, dataset) -> Artifact | None:
+    """The model whose answers became a preference dataset: the nearest model in its lineage."""
+    return ancestor(session, dataset, MODEL_KINDS)
 
 
 def tokenizer(path: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
+from clinalign.audit import RunContext, record_event
 from clinalign.settings import StageConfig
 from clinalign.train import common
 
@@ -39,10 +39,11 @@ class LoraSettings(BaseModel):
 
 class Config(StageConfig):
     base: str | None = None
-    """Policy to tune: artifact id, model folder or cached hub id; default: the newest policy."""
+    """Policy to tune: artifact id, model folder or cached hub id; default: the policy whose answers the
+    clinicians judged (by lineage), so the preferences are on its own outputs."""
 
     dataset: int | None = None
-    """Artifact id of the preference dataset; default: the newest."""
+    """Artifact id of the preference dataset; default: the loop's newest."""
 
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
@@ -55,9 +56,8 @@ def run(ctx: RunContext, config: Config) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     with ctx.store.session() as session:
-        dataset_art = require_artifact(session, "preference_dataset", config.dataset)
-        ctx.use(dataset_art.id)
-        base_art, base_path = model_artifact(session, ctx, config.base, ("model",))
+        dataset_art = ctx.input(session, "preference_dataset", config.dataset)
+        base_art, base_path = ctx.model(session, config.base, common.judged_policy(session, dataset_art))
     train, test = common.preference_data(Path(dataset_art.uri), ["prompt", "chosen", "rejected"])
     tokenizer = common.tokenizer(base_path)
     peft_config = LoraConfig(

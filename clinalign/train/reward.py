@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
+from clinalign.audit import RunContext, record_event
 from clinalign.settings import StageConfig
 from clinalign.train import common
 
@@ -28,10 +28,11 @@ TRL_DEFAULTS = {
 
 class Config(StageConfig):
     base: str | None = None
-    """Backbone: artifact id, model folder or cached hub id; default: the newest policy model."""
+    """Backbone: artifact id, model folder or cached hub id; default: the policy whose answers the
+    clinicians judged (by lineage)."""
 
     dataset: int | None = None
-    """Artifact id of the preference dataset; default: the newest."""
+    """Artifact id of the preference dataset; default: the loop's newest."""
 
     trl: dict = {}
     """Fields of TRL's ``RewardConfig``, handed over unchanged (over the defaults above)."""
@@ -42,9 +43,8 @@ def run(ctx: RunContext, config: Config) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     with ctx.store.session() as session:
-        dataset_art = require_artifact(session, "preference_dataset", config.dataset)
-        ctx.use(dataset_art.id)
-        _, base_path = model_artifact(session, ctx, config.base, ("model",))
+        dataset_art = ctx.input(session, "preference_dataset", config.dataset)
+        _, base_path = ctx.model(session, config.base, common.judged_policy(session, dataset_art))
     train, test = common.preference_data(Path(dataset_art.uri), ["prompt", "chosen", "rejected", "margin"])
     tokenizer = common.tokenizer(base_path)
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)

@@ -12,7 +12,7 @@ import logging
 from pydantic import Field
 
 from clinalign import phi
-from clinalign.audit import RunContext, model_artifact, record_event, require_artifact
+from clinalign.audit import RunContext, record_event
 from clinalign.settings import StageConfig
 from clinalign.store import prompts
 from clinalign.train import common
@@ -39,7 +39,7 @@ class Config(StageConfig):
     """Shape of the from-scratch model (used only when ``base`` is empty)."""
 
     prompt_set: int | None = None
-    """Artifact id of the prompt set; default: the newest."""
+    """Artifact id of the prompt set; default: the loop's newest."""
 
     include_variants: bool = False
     """Also train on the unsafe and unhelpful variants. The demo sets this so that its starting policy,
@@ -54,10 +54,9 @@ def run(ctx: RunContext, config: Config) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     with ctx.store.session() as session:
-        prompt_set = require_artifact(session, "prompt_set", config.prompt_set)
-        ctx.use(prompt_set.id)
+        prompt_set = ctx.input(session, "prompt_set", config.prompt_set)
         train = prompts(session, prompt_set.sha256, "train")
-        base_path = model_artifact(session, ctx, config.base, ("model",))[1] if config.base else None
+        base_path = ctx.model(session, config.base)[1] if config.base else None
     rows = []
     residual = 0  # the residual PHI scan on everything the model will learn from
     for p in train:

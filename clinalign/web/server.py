@@ -33,7 +33,7 @@ class HTTPProtocol(AutoHTTPProtocol):
 
 def serve(host: str, port: int, workers: int) -> None:
     uvicorn.run(
-        "clinalign.web:create_app",
+        "clinalign.web.app:create_app",
         factory=True,
         workers=workers,
         host=host,

@@ -3,14 +3,14 @@
 import json
 from pathlib import Path
 
-from clinalign.audit import latest_artifact
 from clinalign.lm import reward_scores
+from tests.conftest import newest
 
 
 def test_the_reward_model_agrees_with_the_panel_majority_above_chance(loop_store):
     with loop_store.session() as session:
-        reward = latest_artifact(session, "reward_model")
-        dataset = latest_artifact(session, "preference_dataset")
+        reward = newest(session, "reward_model")
+        dataset = newest(session, "preference_dataset")
     rows = [json.loads(line) for line in (Path(dataset.uri) / "train.jsonl").open()]
     prompts = [r["prompt"][0]["content"] for r in rows]
     chosen = reward_scores(reward.uri, list(zip(prompts, [r["chosen"][0]["content"] for r in rows], strict=True)))

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from clinalign.audit import seal
 from clinalign.settings import Settings
 from clinalign.store import AuditEvent, Store
-from clinalign.web import create_app
+from clinalign.web.app import create_app
 from tests.web.seed import PASSWORD, seed
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

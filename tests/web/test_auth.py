@@ -132,8 +132,7 @@ def test_an_admin_creates_a_user_who_can_then_sign_in_and_the_chain_holds(web):
     )
     assert short.status_code == 400 and "at least 12" in short.text
     seal(web.store)
-    with web.store.session() as session:
-        assert verify_chain(session).ok
+    assert verify_chain(web.store).ok
 
 
 def test_a_deactivated_account_loses_its_open_session(web):

@@ -108,11 +108,11 @@ def test_dashboard_export_and_datasets(web):
     sft = [json.loads(line) for line in archive.read("sft_rewrites.jsonl").decode().splitlines()]
     assert len(sft) == 14 and sft[0]["messages"][1]["content"] == "Call 911 now."
     assert [e.actor for e in web.events("export")] == ["expert1"]
-    from clinalign.audit import latest_artifact
     from clinalign.preferences.export import load
+    from tests.conftest import newest
 
     with web.store.session() as session:
-        folder = latest_artifact(session, "preference_dataset").uri
+        folder = newest(session, "preference_dataset").uri
     from pathlib import Path
 
     dataset = load(Path(folder))

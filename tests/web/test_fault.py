@@ -46,7 +46,6 @@ def test_a_killed_server_loses_no_acknowledged_judgement(tmp_path):
     assert restarted["acked_before_kill"] > 20 and len(tally.acked) > restarted["acked_before_kill"]  # work went on
     assert tally.acked <= judged  # every acknowledged judgement is in the database
     assert over == 0
-    with Store.open(url, migrate=False).session() as session:
-        chain = verify_chain(session)
+    chain = verify_chain(Store.open(url, migrate=False))
     # The killed server's last events were sealed by its successor, whose own shutdown sealed the rest.
     assert chain.ok and chain.events > len(tally.acked) and chain.pending == 0

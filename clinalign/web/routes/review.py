@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from clinalign import preferences
 from clinalign.store import Campaign, Candidate, Prompt, Task, User
-from clinalign.web import campaign_or_404, render
+from clinalign.web.pages import Id, campaign_or_404, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -24,7 +24,7 @@ def queues(request: Request, found: Visitor = Depends(reviewer)):
 
 
 @router.get("/review/{campaign_id}")
-def next_disputed(request: Request, campaign_id: int, found: Visitor = Depends(reviewer)):
+def next_disputed(request: Request, campaign_id: Id, found: Visitor = Depends(reviewer)):
     with request.app.state.store.session() as session:
         campaign = campaign_or_404(session, campaign_id)
         queue = preferences.disputed(session, campaign)
@@ -53,7 +53,7 @@ def next_disputed(request: Request, campaign_id: int, found: Visitor = Depends(r
 @router.post("/review/items/{task_id}")
 def decide(
     request: Request,
-    task_id: int,
+    task_id: Id,
     found: Visitor = Depends(reviewer),
     csrf: str = Form(max_length=100),
     choice: str = Form(max_length=20),

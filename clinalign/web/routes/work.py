@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from clinalign.annotate import queue
 from clinalign.schemas import JudgementIn
 from clinalign.store import Assignment, Campaign, Judgement, Task
-from clinalign.web import campaign_or_404, render
+from clinalign.web.pages import Id, campaign_or_404, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -56,7 +56,7 @@ def work_list(request: Request, found: Visitor = Depends(clinician)):
 
 
 @router.get("/work/{campaign_id}/next")
-def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
+def next_item(request: Request, campaign_id: Id, found: Visitor = Depends(clinician)):
     lease = timedelta(minutes=request.app.state.settings.session_idle_minutes)
     store = request.app.state.store
     with store.reading() as session:
@@ -73,7 +73,7 @@ def next_item(request: Request, campaign_id: int, found: Visitor = Depends(clini
 
 
 @router.get("/items/{assignment_id}")
-def show_item(request: Request, assignment_id: int, found: Visitor = Depends(clinician)):
+def show_item(request: Request, assignment_id: Id, found: Visitor = Depends(clinician)):
     store = request.app.state.store
     with store.reading() as session:
         assignment = queue.owned(session, assignment_id, found.user)
@@ -97,7 +97,7 @@ def _submit(request: Request, assignment_id: int, found: Visitor, form) -> int:
 
 
 @router.post("/items/{assignment_id}")
-async def submit_item(request: Request, assignment_id: int, found: Visitor = Depends(clinician)):
+async def submit_item(request: Request, assignment_id: Id, found: Visitor = Depends(clinician)):
     # async only to read the form; the store is used from the thread pool, never on the event loop
     form = await request.form(max_fields=200, max_files=0)
     campaign_id = await run_in_threadpool(_submit, request, assignment_id, found, form)
@@ -105,7 +105,7 @@ async def submit_item(request: Request, assignment_id: int, found: Visitor = Dep
 
 
 @router.get("/work/{campaign_id}/history")
-def history(request: Request, campaign_id: int, found: Visitor = Depends(clinician)):
+def history(request: Request, campaign_id: Id, found: Visitor = Depends(clinician)):
     with request.app.state.store.session() as session:
         campaign = campaign_or_404(session, campaign_id)
         rows = queue.history(session, campaign, found.user)
@@ -121,7 +121,7 @@ def _own(session, judgement_id: int, found: Visitor) -> tuple[Judgement, Assignm
 
 
 @router.get("/judgements/{judgement_id}/edit")
-def edit_page(request: Request, judgement_id: int, found: Visitor = Depends(clinician)):
+def edit_page(request: Request, judgement_id: Id, found: Visitor = Depends(clinician)):
     with request.app.state.store.session() as session:
         judgement, assignment = _own(session, judgement_id, found)
         item = queue.item(session, assignment, found.user)
@@ -139,7 +139,7 @@ def _edit(request: Request, judgement_id: int, found: Visitor, form) -> int:
 
 
 @router.post("/judgements/{judgement_id}/edit")
-async def edit(request: Request, judgement_id: int, found: Visitor = Depends(clinician)):
+async def edit(request: Request, judgement_id: Id, found: Visitor = Depends(clinician)):
     form = await request.form(max_fields=200, max_files=0)
     campaign_id = await run_in_threadpool(_edit, request, judgement_id, found, form)
     return RedirectResponse(f"/work/{campaign_id}/history", status_code=303)

@@ -11,12 +11,13 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from clinalign import preferences
-from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, Config, create_campaign
-from clinalign.audit import artifacts, record_event, track_run
+from clinalign import plots, preferences
+from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, Config, reach
+from clinalign.audit import record_event
 from clinalign.schemas import AXES
-from clinalign.store import Campaign, Judgement, Task
-from clinalign.web import campaign_or_404, render
+from clinalign.stages import run_stage
+from clinalign.store import Campaign, Judgement, Task, artifacts_of_kind
+from clinalign.web.pages import MAX_ID, Id, campaign_or_404, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -43,7 +44,7 @@ def campaign_list(request: Request, found: Visitor = Depends(readers)):
 @router.get("/campaigns/new")
 def new_campaign(request: Request, found: Visitor = Depends(experts)):
     with request.app.state.store.session() as session:
-        sources = artifacts(session, "candidates")
+        sources = artifacts_of_kind(session, "candidates")
     return render(request, "campaign_new.html.j2", sources=sources, axes=AXES, guidelines=DEFAULT_GUIDELINES)
 
 
@@ -53,7 +54,7 @@ def create(
     found: Visitor = Depends(experts),
     csrf: str = Form(max_length=100),
     name: str = Form(max_length=100),
-    candidates: int = Form(),
+    candidates: int = Form(ge=1, le=MAX_ID),
     mode: str = Form(max_length=10),
     overlap: int = Form(ge=1, le=20),
     gold: int = Form(default=0, ge=0, le=10_000),
@@ -79,15 +80,12 @@ def create(
         fields = sorted({".".join(str(p) for p in e["loc"]) for e in err.errors()})
         raise HTTPException(status_code=422, detail=f"Please correct: {', '.join(fields)}.") from None
     settings = request.app.state.settings
-    with track_run(request.app.state.store, "annotate", config, settings.data_dir) as ctx:
-        figures = create_campaign(ctx, config, actor=found.user.username)
-    return RedirectResponse(f"/campaigns/{figures['campaign']}", status_code=303)
+    made = run_stage("annotate.campaign", request.app.state.store, settings.data_dir, config, actor=found.user.username)
+    return RedirectResponse(f"/campaigns/{made.metrics['campaign']}", status_code=303)
 
 
 @router.get("/campaigns/{campaign_id}")
-def dashboard(request: Request, campaign_id: int, found: Visitor = Depends(readers)):
-    from clinalign.report import agreement_plot
-
+def dashboard(request: Request, campaign_id: Id, found: Visitor = Depends(readers)):
     with request.app.state.store.session() as session:
         campaign = campaign_or_404(session, campaign_id)
         figures = preferences.stats(session, preferences.Config(campaign=campaign.name))
@@ -98,7 +96,8 @@ def dashboard(request: Request, campaign_id: int, found: Visitor = Depends(reade
             .where(Task.campaign_id == campaign.id)
         )
         wanted = session.scalar(select(func.sum(Task.overlap)).where(Task.campaign_id == campaign.id)) or 0
-    plot = agreement_plot(figures) if figures["judgements"] else None
+        short = reach(session, campaign)
+    plot = plots.agreement_plot(figures) if figures["judgements"] else None
     return render(
         request,
         "dashboard.html.j2",
@@ -108,20 +107,21 @@ def dashboard(request: Request, campaign_id: int, found: Visitor = Depends(reade
         disputed=disputed,
         judged=judged,
         wanted=wanted,
+        short=short,
     )
 
 
 @router.post("/campaigns/{campaign_id}/export")
-def export(request: Request, campaign_id: int, found: Visitor = Depends(experts), csrf: str = Form(max_length=100)):
+def export(request: Request, campaign_id: Id, found: Visitor = Depends(experts), csrf: str = Form(max_length=100)):
     """Run the preferences stage on this campaign and send its files as one zip."""
     check_csrf(found.csrf, csrf)
     with request.app.state.store.session() as session:
         campaign = campaign_or_404(session, campaign_id)
     config = preferences.Config(campaign=campaign.name)
     settings = request.app.state.settings
-    with track_run(request.app.state.store, "preferences", config, settings.data_dir) as ctx:
-        figures = preferences.run(ctx, config)
-    folder = ctx.out_dir / "preferences"
+    made = run_stage("preferences", request.app.state.store, settings.data_dir, config)
+    figures = made.metrics
+    folder = settings.data_dir / "artifacts" / str(made.run_id) / "preferences"
     with request.app.state.store.session() as session:
         record_event(
             session, found.user.username, "export", f"artifact:{figures['artifact']}", {"campaign": campaign.id}

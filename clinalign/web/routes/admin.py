@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from clinalign import accounts
 from clinalign.store import User
-from clinalign.web import render
+from clinalign.web.pages import Id, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -41,7 +41,7 @@ def add_user(
 @router.post("/admin/users/{user_id}/active")
 def set_active(
     request: Request,
-    user_id: int,
+    user_id: Id,
     found: Visitor = Depends(admin),
     csrf: str = Form(max_length=100),
     active: bool = Form(),

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
 from clinalign import accounts
-from clinalign.web import oidc, render
+from clinalign.web import oidc
+from clinalign.web.pages import render
 from clinalign.web.security import (
     LOGIN_CSRF_COOKIE,
     Visitor,

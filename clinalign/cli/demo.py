@@ -1,0 +1,46 @@
+"""``clinalign demo``: the whole loop on the bundled scenarios, and where to look afterwards."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from clinalign.cli.base import app, console, fail, quiet_libraries, render_metrics
+from clinalign.schemas import ClinalignError
+
+
+@app.command()
+def demo(
+    workspace: Path | None = typer.Option(
+        None, help="Folder for this demo's database and files (default: runs/demo-<time>)."
+    ),
+    quick: bool = typer.Option(False, help="A miniature loop (about a minute) for smoke tests."),
+) -> None:
+    """Run the whole loop on the bundled synthetic scenarios and write the HTML report."""
+    quiet_libraries()
+    from clinalign import demo as demo_module
+    from clinalign.stages import LOOP
+
+    started = time.perf_counter()
+
+    def show(number: int, stage: str, run_id: int, metrics: dict, seconds: float) -> None:
+        console.rule(f"[bold]{number}/{len(LOOP)} {stage}[/] ({seconds:.0f} s)")
+        render_metrics(stage, run_id, metrics)
+
+    try:
+        path = demo_module.run(workspace, quick=quick, on_stage=show)
+    except ClinalignError as err:
+        fail(str(err))
+    folder = path.parent
+    console.print(f"\nThe whole loop took {time.perf_counter() - started:.0f} s.")
+    console.print(f"\n[bold green]Report:[/] {path}")
+    console.print(
+        f"[bold]Store:[/] {folder / 'clinalign.db'}. Inspect it with:\n"
+        f"  clinalign --data-dir {folder} loops\n"
+        f"  clinalign --data-dir {folder} audit verify\n"
+        f"  clinalign --data-dir {folder} lineage ARTIFACT_ID   (ids are in the report)\n"
+        f"  CLINALIGN_DATA_DIR={folder} clinalign web   (the campaign dashboards, after `users add`)",
+        highlight=False,
+    )

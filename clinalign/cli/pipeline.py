@@ -1,0 +1,57 @@
+"""The loop's stage commands that take more than a config: ingest, generate, evaluate, report, and
+those that take only a config (curate, the trainers), made from the stage table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clinalign.cli.base import ConfigOpt, LoopOpt, SetOpt, console, run, stage_command
+
+
+@stage_command("ingest")
+def ingest(
+    path: Path = typer.Argument(..., help="JSONL, CSV or Parquet file of cases."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    loop: int | None = typer.Option(None, "--loop", help="Add these cases to a loop; default: begin a new one."),
+) -> None:
+    run("ingest", config, set_ + [f"path={path}"], loop)
+
+
+@stage_command("generate")
+def generate(
+    model: str | None = typer.Option(None, "--model", help="Model folder, cached hub id or artifact id."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    loop: int | None = LoopOpt,
+) -> None:
+    run("generate", config, set_ + ([f"model={model}"] if model else []), loop)
+
+
+@stage_command("evaluate")
+def evaluate(
+    model: str | None = typer.Option(None, "--model", help="Policy to evaluate (default: the loop's newest)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    loop: int | None = LoopOpt,
+) -> None:
+    run("evaluate", config, set_ + ([f"policy={model}"] if model else []), loop)
+
+
+@stage_command("report")
+def report(config: Path | None = ConfigOpt, set_: list[str] = SetOpt, loop: int | None = LoopOpt) -> None:
+    result = run("report", config, set_, loop)
+    console.print(f"report: [bold]{result.metrics['path']}[/]")
+
+
+def _config_only(name: str):
+    def command(config: Path | None = ConfigOpt, set_: list[str] = SetOpt, loop: int | None = LoopOpt) -> None:
+        run(name, config, set_, loop)
+
+    return command
+
+
+for _name in ("curate", "train.sft", "train.reward", "train.dpo"):
+    stage_command(_name)(_config_only(_name))

@@ -1,0 +1,87 @@
+"""Plots shared by the report and the web app's dashboard, as base64 PNG for self-contained pages.
+
+Reads: figures (dicts of numbers).  Writes: nothing (returns PNG data).
+
+matplotlib is imported inside each function, on its file-only backend (Agg), so that importing this
+module costs nothing and no plot ever needs a display.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(fig) -> str:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def loss_plot(curves: dict[str, list[dict]]) -> str | None:
+    plt = _pyplot()
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3))
+    for ax, (name, curve) in zip([axes] if len(curves) == 1 else axes, curves.items(), strict=True):
+        ax.plot([p["step"] for p in curve], [p["loss"] for p in curve], color="#2b6cb0")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+    return png(fig)
+
+
+def agreement_plot(agreement: dict, rm_accuracy: float | None = None) -> str:
+    """Per-rater agreement with the rest of the panel (and gold accuracy), and alpha per axis: a PNG."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    raters = sorted((name, r) for name, r in agreement["per_rater"].items() if r["vs_rest"] is not None)
+    xs = np.arange(len(raters))
+    left.bar(xs - 0.2, [r["vs_rest"] for _, r in raters], width=0.4, color="#4a5568", label="vs rest of panel")
+    gold = [r["gold_accuracy"] if r["gold_accuracy"] is not None else np.nan for _, r in raters]
+    if not np.all(np.isnan(gold)):
+        left.bar(xs + 0.2, gold, width=0.4, color="#d69e2e", label="gold accuracy")
+    left.set_xticks(xs, [name for name, _ in raters])
+    if rm_accuracy is not None:
+        left.axhline(rm_accuracy, color="#c53030", linestyle="--", label=f"reward model ({rm_accuracy:.2f})")
+    left.legend(loc="lower right", fontsize=8)
+    left.axhline(0.5, color="#a0aec0", linewidth=0.8)
+    left.set_ylim(0, 1)
+    left.set_title("Each rater: agreement and calibration")
+    left.tick_params(axis="x", rotation=30)
+    alphas = {"choice": agreement["alpha_choice"], **agreement["alpha_axes"]}
+    names = [k for k, v in alphas.items() if v is not None]
+    right.bar(names, [alphas[k] for k in names], color="#2f855a")
+    right.set_ylim(min(0, *[alphas[k] for k in names]) if names else 0, 1)
+    right.set_title("Krippendorff's alpha")
+    right.tick_params(axis="x", rotation=30)
+    return png(fig)
+
+
+def before_after_plot(summary: dict, labels: dict[str, str]) -> str:
+    plt = _pyplot()
+    metrics = [m for m in labels if summary[m]["before"] is not None]
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    xs = range(len(metrics))
+    ax.bar([x - 0.2 for x in xs], [summary[m]["before"] for m in metrics], width=0.4, label="before", color="#a0aec0")
+    ax.bar([x + 0.2 for x in xs], [summary[m]["after"] for m in metrics], width=0.4, label="after", color="#2b6cb0")
+    ax.set_xticks(list(xs), [labels[m] for m in metrics], rotation=12, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Before and after preference tuning (held-out prompts)")
+    return png(fig)
