@@ -39,8 +39,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clinalign.stages import run_stage  # noqa: E402
 from clinalign.schemas import AXES  # noqa: E402
+from clinalign.stages import run_stage  # noqa: E402
 from clinalign.store import Store  # noqa: E402
 from tests.web.seed import PASSWORD, seed  # noqa: E402
 
