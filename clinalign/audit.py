@@ -460,6 +460,16 @@ class RunContext:
         self.use(artifact.id)
         return artifact
 
+    def every(self, session: Session, kind: str) -> list[Artifact]:
+        """Every ``kind`` the loop holds (a stage that reads all of them: deidentify, curate), declared read."""
+        loop_id = self.loop(session, kind)
+        found = loop_artifacts(session, loop_id, kind)
+        if not found:
+            raise ClinalignError(f"no {kind} in loop {loop_id} yet: run `clinalign {_made_by(kind)}` first")
+        for artifact in found:
+            self.use(artifact.id)
+        return found
+
     def model(self, session: Session, ref: str | None, default: Artifact | None = None) -> tuple[Artifact, str]:
         """A model to load, as (artifact, path or hub id), declared read.
 

@@ -5,12 +5,15 @@ Writes: ``RawRecord`` rows (quarantined: may hold PHI); artifacts ``source_file`
 ``raw_records`` (output).
 
 All or nothing: the whole file is parsed and validated before one row is stored, and a bad line
-stops the ingest with its file, line and field. Messages never quote a value (it may be PHI).
+stops the ingest with its file, line and field (a table's missing or unknown columns: its header's).
+Every field is bounded or drawn from a vocabulary (``schemas.CaseIn``), so nothing stored here can
+later block ``deidentify`` or reach a record unscanned. Messages never quote a value (it may be PHI).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from importlib import resources
@@ -53,7 +56,7 @@ def _jsonl_rows(path: Path) -> list[tuple[int, object]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte order mark may open the file
             except UnicodeDecodeError as err:
                 raise ClinalignError(f"{path}:{number}: not valid UTF-8 (byte {err.start} of the line)") from None
             if not line.strip():
@@ -65,30 +68,65 @@ def _jsonl_rows(path: Path) -> list[tuple[int, object]]:
     return rows
 
 
+def _check_columns(where: str, columns: list[str]) -> None:
+    """A table's header names each field of ``CaseIn`` at most once, and the required ones."""
+    known = CaseIn.model_fields
+    for name, field in known.items():
+        if field.is_required() and name not in columns:
+            raise ClinalignError(f"{where}: missing column '{name}'")
+    for column in columns:
+        if column not in known:
+            raise ClinalignError(f"{where}: unknown column '{column}' (expected: {', '.join(known)})")
+        if columns.count(column) > 1:
+            raise ClinalignError(f"{where}: column '{column}' appears twice")
+
+
 def _csv_rows(path: Path) -> list[tuple[int, object]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: spreadsheet programs open their CSV exports with a byte order mark
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise ClinalignError(f"{path}:{line}: not valid UTF-8") from None
-    reader = csv.DictReader(text.splitlines())
+    # newline="": line breaks inside quoted cells belong to the cell (a prompt may have paragraphs)
+    reader = csv.reader(io.StringIO(text, newline=""))
     rows = []
-    for row in reader:
-        number = reader.line_num
-        cleaned = {k: v for k, v in row.items() if v not in ("", None)}
-        if "variants" in cleaned:
-            try:
-                cleaned["variants"] = json.loads(cleaned["variants"])
-            except json.JSONDecodeError:
-                raise ClinalignError(f"{path}:{number}: field 'variants': not a JSON list") from None
-        rows.append((number, cleaned))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return []
+        _check_columns(f"{path}:1", [h.strip() for h in header])
+        columns = [h.strip() for h in header]
+        while True:
+            number = reader.line_num + 1  # where the row starts: a quoted cell may span lines
+            cells = next(reader, None)
+            if cells is None:
+                break
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(columns):
+                raise ClinalignError(f"{path}:{number}: more cells than the header has columns")
+            cleaned = {k: v for k, v in zip(columns, cells, strict=False) if v.strip()}  # a blank cell is absent
+            if "variants" in cleaned:
+                try:
+                    cleaned["variants"] = json.loads(cleaned["variants"])
+                except json.JSONDecodeError:
+                    raise ClinalignError(f"{path}:{number}: field 'variants': not a JSON list") from None
+            rows.append((number, cleaned))
+    except csv.Error as err:  # the csv module's messages describe the syntax, never a cell's content
+        raise ClinalignError(f"{path}:{reader.line_num}: not valid CSV ({err})") from None
     return rows
 
 
 def _parquet_rows(path: Path) -> list[tuple[int, object]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ClinalignError(f"{path}: not a readable Parquet file ({type(err).__name__})") from None
+    _check_columns(str(path), table.column_names)
     return [(i, {k: v for k, v in row.items() if v is not None}) for i, row in enumerate(table.to_pylist(), start=1)]
 
 
@@ -104,9 +142,9 @@ def read_cases(path: Path, fmt: str = "auto") -> list[tuple[int, CaseIn]]:
         if not isinstance(row, dict):
             raise ClinalignError(f"{path}:{number}: expected an object, got {type(row).__name__}")
         try:
-            case = CaseIn.model_validate(row)
+            case = CaseIn.model_validate({k: v for k, v in row.items() if v is not None})  # null: absent, as in tables
         except ValidationError as err:
-            first = err.errors()[0]
+            first = err.errors(include_input=False)[0]
             field = ".".join(str(p) for p in first["loc"]) or "(record)"
             raise ClinalignError(f"{path}:{number}: field '{field}': {first['msg']}") from None
         if case.id in seen:

@@ -27,11 +27,71 @@ Choice = Literal[PAIR_CHOICES + ("cannot_judge",)]  # type: ignore[valid-type]
 # Kinds of deliberately unsafe or unhelpful answers a case may carry next to its reference.
 VariantKind = Literal["missing_red_flag", "personalised_dose", "hallucination", "dismissive", "other"]
 
+# Every field of a case is bounded, so that no value can hold a whole chart (long documents are a
+# different job) and every case can be de-identified within ``deidentify``'s ``max_chars``.
+MAX_TEXT_CHARS = 20_000  # prompt, reference and each variant's text
+MAX_VARIANTS = 20
+
+# Specialties a case may name (lower case), or "unknown" where it names none: curation then labels it.
+# A closed list because the field is copied to de-identified records unscanned, and because routing
+# matches clinicians' specialties against it; "general" is a label (general practice, no one specialty).
+SPECIALTIES: tuple[str, ...] = (
+    "allergy",
+    "anesthesiology",
+    "cardiology",
+    "critical care",
+    "dermatology",
+    "emergency medicine",
+    "endocrinology",
+    "gastroenterology",
+    "general",
+    "geriatrics",
+    "gynecology",
+    "hematology",
+    "infectious disease",
+    "nephrology",
+    "neurology",
+    "obstetrics",
+    "oncology",
+    "ophthalmology",
+    "orthopedics",
+    "otolaryngology",
+    "palliative care",
+    "pediatrics",
+    "pharmacy",
+    "primary care",
+    "psychiatry",
+    "pulmonology",
+    "rheumatology",
+    "surgery",
+    "urology",
+    "unknown",
+)
+# British spellings, stored under the one label above.
+SPECIALTY_SPELLINGS: dict[str, str] = {
+    "anaesthesiology": "anesthesiology",
+    "gynaecology": "gynecology",
+    "haematology": "hematology",
+    "orthopaedics": "orthopedics",
+    "paediatrics": "pediatrics",
+}
+
+
+def _bounded_text(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f"longer than {MAX_TEXT_CHARS} characters")
+    return value
+
 
 class Variant(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "str_strip_whitespace": True}
     kind: VariantKind
     text: str = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        return _bounded_text(value)
 
 
 class CaseIn(BaseModel):
@@ -42,18 +102,28 @@ class CaseIn(BaseModel):
     id: str = Field(min_length=1, max_length=200)
     prompt: str = Field(min_length=1)
     reference: str | None = None
-    variants: list[Variant] = []
+    variants: list[Variant] = Field(default=[], max_length=MAX_VARIANTS)
     persona: Persona = "unknown"
-    specialty: str = "general"
+    specialty: str = "unknown"
     risk: Risk = "unknown"
 
     @field_validator("prompt", "reference")
     @classmethod
     def _bounded(cls, value: str | None) -> str | None:
         # A guard against pasting a whole chart into one case; long documents are issue #3's job.
-        if value is not None and len(value) > 20_000:
-            raise ValueError("longer than 20000 characters")
-        return value
+        return _bounded_text(value)
+
+    @field_validator("specialty")
+    @classmethod
+    def _known_specialty(cls, value: str) -> str:
+        name = " ".join(value.split()).lower() or "unknown"  # an empty cell names no specialty
+        name = SPECIALTY_SPELLINGS.get(name, name)
+        if name not in SPECIALTIES:
+            # Never the value itself: a free-text column is where PHI lands by mistake.
+            raise ValueError(
+                "not a known specialty: the allowed values are SPECIALTIES in clinalign/schemas.py; or leave it out"
+            )
+        return name
 
 
 # Clinical axes, each rated 1 (worst) to 5 (best) after Med-PaLM's human evaluation (Singhal et al.,

@@ -63,6 +63,28 @@ def test_the_panel_respects_overlap_and_audits_every_judgement(loop_store):
         assert all(t.candidate_a_id != t.candidate_b_id for t in tasks)
 
 
+def test_the_panel_judges_through_the_clinicians_queue(loop_store):
+    """One write path: every simulated judgement was claimed and viewed like a clinician's, in a
+    campaign that no clinician is ever offered."""
+    from clinalign.annotate import queue
+    from clinalign.store import Assignment, Campaign
+
+    with loop_store.reading() as session:
+        (campaign,) = session.scalars(select(Campaign)).all()
+        judgements = session.scalars(select(Judgement)).all()
+        claimed = {a.judgement_id: a for a in session.scalars(select(Assignment))}
+        views = session.scalars(select(AuditEvent).where(AuditEvent.action == "item.view")).all()
+        tasks = {t.id: t for t in session.scalars(select(Task))}
+    assert campaign.status == "simulated" and {t.campaign_id for t in tasks.values()} == {campaign.id}
+    assert all(claimed[j.id].user_id == j.user_id and claimed[j.id].task_id == j.task_id for j in judgements)
+    assert len(views) == len(judgements)
+    swapped = sum(claimed[j.id].swapped for j in judgements)
+    assert 0 < swapped < len(judgements)  # sides were drawn per rater, as for clinicians
+    clinician = User(id=10_000, username="dr.real", role="clinician", simulated=False)
+    with loop_store.reading() as session:
+        assert queue.candidates(session, campaign, clinician).empty
+
+
 def test_active_selection_puts_uncertain_and_disputed_items_first():
     from clinalign.annotate.active import disagreement, rank, uncertainty
 

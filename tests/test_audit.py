@@ -144,3 +144,121 @@ def test_track_run_records_success_lineage_and_failure(any_store: Store, tmp_pat
     assert verify_chain(any_store).ok
     with pytest.raises(ClinalignError, match="does not exist"), any_store.session() as session:
         lineage(session, 9999)
+
+
+# --- the signed head, a kept head, and the rows the chain vouches for ------------------------------
+
+
+def test_cutting_off_the_newest_events_is_caught_by_the_signed_head(any_store: Store):
+    _events(any_store, 6)
+    assert _report(any_store).ok
+    with any_store.session() as session:
+        newest = session.scalars(select(AuditEvent.id).order_by(AuditEvent.id.desc()).limit(2)).all()
+        session.execute(text("delete from audit_event where id in (:a, :b)"), {"a": newest[0], "b": newest[1]})
+    report = _report(any_store)
+    assert not report.ok and "holds 4 events but its signed head says 6" in report.reason
+    _events(any_store, 3)  # later seals never re-sign a head that no longer matches
+    assert "signed head says 6" in _report(any_store).reason
+
+
+def test_a_forged_or_deleted_head_is_caught(any_store: Store):
+    _events(any_store, 3)
+    with any_store.session() as session:
+        session.execute(text("update audit_head set events = 2"))
+    assert "signature does not match" in _report(any_store).reason
+    with any_store.session() as session:
+        session.execute(text("delete from audit_head"))
+    assert "no signed head" in _report(any_store).reason
+    _events(any_store, 1)  # sealing does not quietly make a new head over an existing chain
+    assert "no signed head" in _report(any_store).reason
+
+
+def test_reset_signs_the_present_tip_and_is_itself_audited(any_store: Store):
+    _events(any_store, 3)
+    with any_store.session() as session:
+        session.execute(text("delete from audit_head"))
+    head = audit.reset_head(any_store, "dr.admin")
+    report = _report(any_store)
+    assert report.ok and head["events"] == report.events == 4  # the reset's own event is chained too
+    with any_store.session() as session:
+        assert session.scalar(select(AuditEvent.actor).where(AuditEvent.action == "audit.head.reset")) == "dr.admin"
+
+
+def test_a_kept_head_proves_the_chain_was_not_rewritten_before_it(any_store: Store):
+    _events(any_store, 4)
+    kept = audit.head(any_store)
+    _events(any_store, 3)  # the chain grows after the head was saved elsewhere: still fine
+    assert verify_chain(any_store, kept).ok
+    # Rewrite the whole chain consistently (as someone with the database but not the key could not sign,
+    # but could try): recompute every hash from a changed first event. The kept head no longer fits.
+    with any_store.session() as session:
+        rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        prev = audit.GENESIS
+        for row in rows:
+            payload = '{"choice":"B"}' if row is rows[0] else row.payload
+            row.payload, row.prev_hash = payload, prev
+            row.hash = audit._event_hash(prev, row.ts, row.actor, row.action, row.subject, payload)
+            prev = row.hash
+    report = verify_chain(any_store, kept)
+    assert not report.ok
+    assert "kept head" in verify_chain(any_store, kept, check_head=False).reason
+    assert "not a head" in verify_chain(any_store, {"nonsense": 1}, check_head=False).reason
+
+
+def _judged(store: Store, tmp_path: Path) -> int:
+    """One clinician judgement taken through the queue, as the web app takes it; its id."""
+    from clinalign.annotate import queue
+    from clinalign.schemas import AXES, JudgementIn
+    from clinalign.stages import run_stage
+    from clinalign.store import User, campaign_by_name
+    from tests.web.seed import seed
+
+    candidates = seed(store, tmp_path, prompts=2)
+    run_stage("annotate.campaign", store, tmp_path, {"name": "c", "candidates": candidates}, actor="t")
+    with store.reading() as session:
+        campaign = campaign_by_name(session, "c")
+        user = session.scalar(select(User).where(User.username == "clin1"))
+    assignment = queue.claim_next(store, campaign, user)
+    ratings = dict.fromkeys(AXES, 4)
+    with store.session() as session:
+        row = queue.submit(
+            session,
+            session.get(type(assignment), assignment.id),
+            user,
+            JudgementIn(choice="A", ratings_a=ratings, ratings_b=ratings, rationale="A escalates"),
+            campaign,
+        )
+        return row.id
+
+
+def test_a_judgement_changed_in_the_database_no_longer_matches_its_event(any_store: Store, tmp_path: Path):
+    judgement = _judged(any_store, tmp_path)
+    seal(any_store)
+    report = _report(any_store)
+    assert report.ok and report.rows_checked == 1
+    with any_store.session() as session:
+        stored = session.scalar(text("select choice from judgement where id = :i"), {"i": judgement})
+        flipped = {"A": "B", "B": "A"}[stored]  # stored in the task's order: A as shown, or B if swapped
+        session.execute(text("update judgement set choice = :c where id = :i"), {"c": flipped, "i": judgement})
+    report = _report(any_store)
+    assert not report.ok and f"judgement {judgement} was changed after event" in report.reason
+    with any_store.session() as session:
+        session.execute(text("update judgement set choice = :c where id = :i"), {"c": stored, "i": judgement})
+    assert _report(any_store).ok  # put back exactly: it matches again
+    with any_store.session() as session:
+        session.execute(text("update assignment set judgement_id = null where judgement_id = :i"), {"i": judgement})
+        session.execute(text("delete from judgement where id = :i"), {"i": judgement})
+    assert f"judgement {judgement}, recorded by event" in _report(any_store).reason
+
+
+def test_a_judgement_written_outside_the_app_has_no_event(any_store: Store, tmp_path: Path):
+    from clinalign.store import Judgement
+
+    judgement = _judged(any_store, tmp_path)
+    with any_store.session() as session:
+        row = session.get(Judgement, judgement)
+        forged = Judgement(task_id=row.task_id, user_id=row.user_id + 1, choice="B", ratings_a={}, ratings_b={})
+        session.add(forged)
+        session.flush()
+        forged_id = forged.id
+    assert f"judgement {forged_id} has no audit event" in _report(any_store).reason

@@ -64,6 +64,13 @@ def test_stage_commands_run_on_the_store(env):
     assert (env / "data" / "clinalign.db").exists()
     verified = runner.invoke(app, ["audit", "verify"])
     assert verified.exit_code == 0 and "intact" in verified.output
+    listed = runner.invoke(app, ["loops"])
+    assert listed.exit_code == 0 and all(stage in listed.output for stage in ("ingest", "deidentify", "curate"))
+    head = runner.invoke(app, ["audit", "head", "--out", str(env / "head.json")])
+    assert head.exit_code == 0 and json.loads((env / "head.json").read_text())["events"] > 0
+    assert runner.invoke(app, ["ingest", str(env / "other.jsonl")]).exit_code == 2  # no such file: nothing added
+    kept = runner.invoke(app, ["audit", "verify", "--head", str(env / "head.json")])
+    assert kept.exit_code == 0, kept.output
 
 
 def test_bad_input_is_one_line(env):
@@ -108,3 +115,26 @@ def test_users_add_then_campaign_then_stats_from_the_command_line(env):
     stats = runner.invoke(app, ["preferences", "stats", "--campaign", "cli round"])
     assert stats.exit_code == 0 and "alpha_choice" in stats.output and "per rater" in stats.output
     assert_one_line_error(runner.invoke(app, ["preferences", "stats", "--campaign", "nope"]), "no campaign named")
+    assert "not computable yet" in stats.output  # nothing judged: no figure is made up
+    assert "warning" not in made.output  # no routing, nothing unreachable
+    routed = runner.invoke(
+        app, ["annotate", "campaign", "--name", "routed", "--set", "overlap=2", "--set", "routing=true"]
+    )
+    assert routed.exit_code == 0, routed.output
+    warnings = " ".join(routed.output.split())
+    assert "warning: 4 cardiology items can reach only 1 active clinician(s) of that specialty, fewer than the 2" in (
+        warnings
+    )
+    assert "warning: 4 dermatology items can reach only 0 active" in warnings
+    assert "general items" not in warnings  # general items go to everyone: 4 clinicians
+
+
+def test_the_demo_says_where_its_store_is_and_how_to_inspect_it(env, monkeypatch):
+    from clinalign import demo
+
+    workspace = env / "runs" / "demo-x"
+    monkeypatch.setattr(demo, "run", lambda folder, quick, on_stage: workspace / "report.html")
+    result = runner.invoke(app, ["demo", "--workspace", str(workspace)], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert f"clinalign --data-dir {workspace} audit verify" in result.output
+    assert f"clinalign --data-dir {workspace} loops" in result.output

@@ -65,14 +65,46 @@ def test_rules_label_only_what_the_case_left_unlabelled_and_propose_icd10_codes(
     labelled.specialty = "cardiology"
     assert label(labelled)[:2] == ("cardiology", "urgent")  # a person's label is never overridden
     bare = rec(2, "My asthma is worse and my inhaler is not helping; I can hardly speak.", risk="unknown")
-    bare.specialty = "general"
+    bare.specialty = "unknown"
     specialty, risk, found = label(bare)
     assert (specialty, risk) == ("pulmonology", "emergency")
     assert found["specialty_source"] == found["risk_source"] == "rules"
     assert [c["code"] for c in found["icd10"]] == ["J45"]
     heart = rec(3, "Could this be a heart attack?", risk="unknown")
-    heart.specialty = "general"
+    heart.specialty = "unknown"
     assert label(heart)[2]["icd10"][0] == {"code": "I21", "description": "Acute myocardial infarction"}
+
+
+def test_general_given_by_the_data_is_a_label_and_only_a_missing_specialty_is_labelled(store, tmp_path):
+    import json
+
+    from clinalign.curate import label
+
+    general = rec(1, "I have crushing chest pain and sweating.", risk="emergency")
+    general.specialty = "general"
+    assert label(general)[0] == "general" and label(general)[2]["specialty_source"] == "case"
+
+    prompt = "I have crushing chest pain spreading to my arm. What should I do?"
+    cases = [
+        {"id": "g", "prompt": prompt, "reference": "Call 911.", "specialty": "General", "risk": "emergency"},
+        {
+            "id": "u",
+            "prompt": "My heart races and I feel palpitations.",
+            "reference": "See a doctor.",
+            "risk": "urgent",
+        },
+    ]
+    path = tmp_path / "cases.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    run_stage(store, tmp_path, "ingest", path=str(path))
+    run_stage(store, tmp_path, "deidentify")
+    with store.session() as session:
+        assert sorted(session.scalars(select(Record.specialty))) == ["general", "unknown"]
+    metrics = run_stage(store, tmp_path, "curate", embedding_model=None, test_fraction=0.0)
+    with store.session() as session:
+        labelled = {p.text[:12]: (p.specialty, p.tags["specialty_source"]) for p in session.scalars(select(Prompt))}
+    assert labelled == {"I have crush": ("general", "case"), "My heart rac": ("cardiology", "rules")}
+    assert metrics["tagged"]["specialty_by_rules"] == 1
 
 
 def test_the_rules_agree_with_the_bundled_labels_most_of_the_time():
@@ -102,7 +134,7 @@ def test_neighbours_label_unlabelled_cases_better_than_rules_and_never_lower_ris
         record = rec(i, case["prompt"], risk=case["risk"])
         record.specialty = case["specialty"]
         if i < 40:  # these arrive without labels
-            record.specialty, record.risk = "general", "unknown"
+            record.specialty, record.risk = "unknown", "unknown"
         records.append(record)
     labels = {r.id: label(r) for r in records}
     rules_specialty = sum(labels[i][0] == cases[i]["specialty"] for i in range(40)) / 40

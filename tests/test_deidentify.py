@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from clinalign import stages
 from clinalign.deidentify import Config, deidentify_text
 from clinalign.deidentify.evaluation import read_gold, score
 from clinalign.deidentify.surrogates import Surrogates, tag, zip3
 from clinalign.deidentify.synthetic import generate
 from clinalign.schemas import ClinalignError
-from clinalign.store import DEIDENTIFIED, Record
+from clinalign.store import DEIDENTIFIED, QUARANTINED, REJECTED, AuditEvent, RawRecord, Record
 from tests.conftest import ingest_bundled, run_stage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -54,8 +55,9 @@ def test_the_stage_removes_the_fake_phi_of_the_bundled_set(store, tmp_path):
     raw = [json.loads(line) for line in (resources.files("clinalign") / "data" / "scenarios.jsonl").open()]
     ingest_bundled(store, tmp_path)
     metrics = run_stage(store, tmp_path, "deidentify")
-    with store.session() as session:
-        records = {r.external_id: r for r in session.scalars(select(Record))}
+    with store.session() as session:  # the raw ids stay in quarantine; records carry pseudonyms
+        pairs = session.execute(select(RawRecord.external_id, Record).join(Record, Record.raw_id == RawRecord.id))
+        records = {raw_id: record for raw_id, record in pairs}
     assert len(records) == len(raw) and {r.deid_status for r in records.values()} == {DEIDENTIFIED}
     assert metrics["records_with_phi"] >= 40
     for case in raw:
@@ -69,7 +71,7 @@ def test_the_stage_removes_the_fake_phi_of_the_bundled_set(store, tmp_path):
         assert records[case["id"]].reference == case["reference"], "a reference answer was altered"
 
 
-def test_file_mode_keeps_fields_adds_spans_and_is_all_or_nothing(store, tmp_path):
+def test_file_mode_pseudonymises_ids_adds_spans_and_is_all_or_nothing(store, tmp_path):
     from clinalign import deidentify
     from clinalign.audit import track_run
 
@@ -85,7 +87,8 @@ def test_file_mode_keeps_fields_adds_spans_and_is_all_or_nothing(store, tmp_path
     with track_run(store, "deidentify", config, tmp_path) as ctx:
         deidentify.run_file(ctx, config, source, target)
     rows = [json.loads(line) for line in target.open()]
-    assert [r["id"] for r in rows] == [1, 2] and all("Maria" not in r["text"] for r in rows)
+    assert all("Maria" not in r["text"] for r in rows)
+    assert rows[0]["id"] != rows[1]["id"] and rows[0]["patient_id"] == rows[1]["patient_id"] != "p1"
     assert rows[0]["phi_spans"][0] == {"start": 4, "end": 17, "type": "NAME"}
     first_name = rows[0]["text"].split(",")[0].removeprefix("Re: ").split()[0]
     assert rows[1]["text"].startswith(first_name)  # same patient, same surrogate
@@ -115,6 +118,184 @@ def test_file_mode_keeps_fields_adds_spans_and_is_all_or_nothing(store, tmp_path
         track_run(store, "deidentify", config, tmp_path) as ctx,
     ):
         deidentify.run_file(ctx, config, bad, out)
+
+
+def test_file_mode_deidentifies_every_field_and_says_what_it_did_with_each(store, tmp_path):
+    from clinalign import deidentify
+    from clinalign.audit import track_run
+
+    line = {
+        "id": "note-48213377",
+        "patient_id": "48213377",
+        "PatientName": "Maria Delgado",
+        "dob": "03/02/1931",
+        "email": "maria.delgado@example.org",
+        "text": NOTE,
+        "title": "Follow-up for Maria Delgado, MRN 48213377",
+        "ward": 7,
+        "visit_no": 12,
+        "flags": ["Maria"],
+        "note_type": "progress note",
+        "guardian": "Okafor",
+        "accession": "A-2231",
+    }
+    source = tmp_path / "notes.jsonl"
+    source.write_text(json.dumps(line) + "\n" + json.dumps({**line, "id": "note-2"}) + "\n")
+    target = tmp_path / "clean.jsonl"
+    config = Config(keep=["note_type", "visit_no"], identifier_fields={"guardian": "NAME"}, id_fields=["accession"])
+    with track_run(store, "deidentify", config, tmp_path) as ctx:
+        metrics = deidentify.run_file(ctx, config, source, target)
+    first, second = [json.loads(row) for row in target.open()]
+    out = json.dumps(first)
+    for secret in ("Maria", "Delgado", "48213377", "1931", "example.org", "Okafor", "2231"):
+        assert secret not in out, secret
+    assert first["patient_id"] == second["patient_id"] and first["id"] != second["id"]
+    assert first["id"] == deidentify.pseudonym(store.secret("pseudonyms"), "note-48213377", "id")
+    assert first["PatientName"] == "[NAME]" and first["dob"] == "[DATE]" and first["email"] == "[EMAIL]"
+    assert first["title"] == "Follow-up for [NAME], MRN [MRN]"
+    assert first["note_type"] == "progress note" and first["visit_no"] == 12
+    assert "ward" not in first and "flags" not in first
+    assert metrics["fields"] == {
+        "kept": {"note_type": 2, "visit_no": 2},
+        "pseudonymised": {"accession": 2, "id": 2, "patient_id": 2},
+        "deidentified": {"text": 2, "title": 2},
+        "replaced": {"PatientName": 2, "dob": 2, "email": 2, "guardian": 2},
+        "dropped": {"flags": 2, "ward": 2},
+    }
+
+    config = Config(strategy="surrogate")
+    with track_run(store, "deidentify", config, tmp_path) as ctx:
+        deidentify.run_file(ctx, config, source, target)
+    first, second = [json.loads(row) for row in target.open()]
+    assert "Maria" not in first["PatientName"] and first["PatientName"] == second["PatientName"] != "[NAME]"
+    assert first["dob"] != "03/02/1931" and first["dob"].count("/") == 2  # shifted, still a date
+    with pytest.raises(ValueError, match="'text' is always de-identified"):
+        Config(keep=["text"])
+    with pytest.raises(ValueError, match="'guardian': not a PHI type"):
+        Config(identifier_fields={"guardian": "PERSON"})
+    kept = Config(keep=["patient_id", "dob"])  # the user vouches for these: built-in lists give way
+    with track_run(store, "deidentify", kept, tmp_path) as ctx:
+        deidentify.run_file(ctx, kept, source, target)
+    first = json.loads(target.open().readline())
+    assert (first["patient_id"], first["dob"]) == ("48213377", "03/02/1931")
+
+
+def write_cases(path: Path, cases: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
+    return path
+
+
+SHORT = {"id": "MRN 48213377 Maria Delgado", "prompt": "Is a flu shot useful for me this year?", "reference": "Yes."}
+
+
+def test_records_carry_a_keyed_pseudonym_never_the_raw_id(store, tmp_path):
+    from clinalign.deidentify import pseudonym
+
+    ingest = write_cases(tmp_path / "cases.jsonl", [SHORT])
+    run_stage(store, tmp_path, "ingest", path=str(ingest))
+    run_stage(store, tmp_path, "deidentify")
+    with store.session() as session:
+        raw = session.scalar(select(RawRecord))
+        record = session.scalar(select(Record))
+    assert raw.external_id == SHORT["id"]  # the quarantine keeps what arrived
+    key = store.secret("pseudonyms")
+    assert record.external_id == pseudonym(key, SHORT["id"]) and record.external_id.startswith("case-")
+    assert "48213377" not in record.external_id and len(record.external_id) == len("case-") + 16
+    assert pseudonym(key, SHORT["id"]) != pseudonym(b"another store's key", SHORT["id"])
+    assert pseudonym(key, "c2") != pseudonym(key, SHORT["id"])
+
+
+def test_a_record_that_cannot_be_deidentified_names_itself_and_can_be_rejected(store, tmp_path):
+    from clinalign.deidentify import reject
+
+    long_case = {"id": "c2", "prompt": "Is a flu shot useful?", "variants": [{"kind": "other", "text": "Maria " * 60}]}
+    longer = {**long_case, "id": "c4", "reference": "Delgado " * 50}
+    ingest = write_cases(tmp_path / "cases.jsonl", [SHORT, long_case, {**SHORT, "id": "c3"}, longer])
+    run_stage(store, tmp_path, "ingest", path=str(ingest))
+    with store.session() as session:
+        raw_id, other = session.scalars(
+            select(RawRecord.id).where(RawRecord.external_id.in_(["c2", "c4"])).order_by(RawRecord.id)
+        )
+    with pytest.raises(ClinalignError) as err:
+        run_stage(store, tmp_path, "deidentify", max_chars=300)
+    message = str(err.value)
+    assert f"raw record {raw_id} (cases.jsonl:2)" in message and "field 'variants.0.text'" in message
+    assert "max_chars" in message and f"clinalign deidentify reject {raw_id}" in message
+    assert f"raw records {other} cannot be de-identified either" in message  # all of them at once
+    assert "Maria" not in message and "Delgado" not in message
+    with store.session() as session:
+        assert session.scalar(select(Record)) is None  # nothing half-written
+
+    reject(store, raw_id, "variant pasted from a chart; resend without it", "alice")
+    reject(store, other, "the same", "alice")
+    metrics = run_stage(store, tmp_path, "deidentify", max_chars=300)
+    assert metrics["records"] == 2
+    with store.session() as session:
+        rejected = session.get(RawRecord, raw_id)
+        assert (rejected.status, rejected.payload) == (REJECTED, {})
+        assert rejected.rejected_reason == "variant pasted from a chart; resend without it"
+        assert "c2" not in rejected.external_id  # the id may be PHI too; its pseudonym stays
+        assert session.scalar(select(Record).where(Record.raw_id == raw_id)) is None
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "deidentify.reject"))
+        assert event.actor == "alice" and event.subject == f"raw_record:{raw_id}"
+        assert "chart" not in event.payload  # the reason is words: it stays with the record, not the trail
+        done = session.scalar(select(RawRecord.id).where(RawRecord.external_id == "c3"))
+
+    with pytest.raises(ClinalignError, match=f"raw record {raw_id} is already rejected"):
+        reject(store, raw_id, "again", "alice")
+    with pytest.raises(ClinalignError, match=f"raw record {done} is already de-identified"):
+        reject(store, done, "too late", "alice")
+    with pytest.raises(ClinalignError, match="no raw record 424242"):
+        reject(store, 424242, "missing", "alice")
+    again = write_cases(tmp_path / "fixed.jsonl", [{**long_case, "variants": []}])
+    loop = stages.run_stage("ingest", store, tmp_path, {"path": str(again)}).run_id  # back under its id
+    assert stages.run_stage("deidentify", store, tmp_path, loop=loop).metrics["records"] == 1
+
+
+def test_a_rejection_needs_a_short_reason(store, tmp_path):
+    from clinalign.deidentify import reject
+
+    run_stage(store, tmp_path, "ingest", path=str(write_cases(tmp_path / "cases.jsonl", [SHORT])))
+    with store.session() as session:
+        raw_id = session.scalar(select(RawRecord.id))
+    for reason, message in [("  ", "a reason is required"), ("x" * 501, "longer than 500 characters")]:
+        with pytest.raises(ClinalignError, match=message):
+            reject(store, raw_id, reason, "alice")
+    with store.session() as session:
+        assert session.get(RawRecord, raw_id).status == QUARANTINED
+
+
+def test_a_stored_specialty_outside_the_vocabulary_never_reaches_a_record(store, tmp_path):
+    run_stage(store, tmp_path, "ingest", path=str(write_cases(tmp_path / "cases.jsonl", [SHORT])))
+    with store.session() as session:  # as a store ingested before specialties had a vocabulary
+        raw = session.scalar(select(RawRecord))
+        raw.payload = {**raw.payload, "specialty": "Maria Delgado, MRN 48213377"}
+        raw_id = raw.id
+    with pytest.raises(ClinalignError) as err:
+        run_stage(store, tmp_path, "deidentify")
+    message = str(err.value)
+    assert f"raw record {raw_id} (cases.jsonl:1): field 'specialty'" in message
+    assert f"clinalign deidentify reject {raw_id}" in message and "Maria" not in message
+
+
+def test_the_reject_command_and_file_mode_s_out_folder(store, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from clinalign.cli import app
+
+    runner = CliRunner()
+    monkeypatch.setenv("CLINALIGN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    cases = write_cases(tmp_path / "cases.jsonl", [SHORT])
+    assert runner.invoke(app, ["ingest", str(cases)]).exit_code == 0
+    result = runner.invoke(app, ["deidentify", "reject", "1", "--reason", "consent withdrawn"])
+    assert result.exit_code == 0 and "raw record 1 rejected" in result.output, result.output
+    again = runner.invoke(app, ["deidentify", "reject", "1", "--reason", "consent withdrawn"])
+    assert again.exit_code == 2 and "already rejected" in again.output and "Traceback" not in again.output
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    (tmp_path / "folder").mkdir()
+    folder = runner.invoke(app, ["deidentify", "--in", str(cases), "--out", str(tmp_path / "folder")])
+    assert folder.exit_code == 2 and "is a folder" in folder.output
 
 
 def test_evaluation_scores_strict_and_overlap(tmp_path):
@@ -229,3 +410,9 @@ def test_every_type_gets_a_surrogate_that_differs_and_keeps_its_shape(kind, valu
     ):
         assert [c.isdigit() for c in new] == [c.isdigit() for c in value]  # formats stay valid
     assert (new == "90+") == (kind == "AGE") and (new == "021**") == (kind == "ZIP")
+
+
+def test_a_surrogate_name_never_holds_the_name_it_replaces():
+    for i in range(2000):  # Faker draws "Maria" or "Mariah" for "Maria" now and then: never kept
+        new = Surrogates(f"patient-{i}", "secret")("NAME", "Maria Delgado").casefold()
+        assert "maria" not in new and "delgado" not in new, new

@@ -144,3 +144,109 @@ def test_decide_and_the_kto_and_sft_tables():
     assert rows["sft_rewrites"][0]["messages"][1]["role"] == "assistant"
     assert "555-987-6543" not in rows["sft_rewrites"][0]["messages"][1]["content"]
     assert rows["judgements"][0]["a_consensus"] == 3 and rows["judgements"][0]["rater"] == "dr.a"
+
+
+def test_figures_that_cannot_be_computed_yet_are_none_not_a_crash():
+    one_each = [judgement(t, t % 3, "A" if t % 2 else "B") for t in range(6)]  # overlap 1: no item judged twice
+    stats = agreement(one_each)
+    assert stats["alpha_choice"] is None and stats["fleiss_kappa"] is None and stats["ac1_choice"] is None
+    assert all(v is None for v in stats["alpha_axes"].values()) and stats["pairwise_agreement"] is None
+    same_value = [judgement(1, 0, "A"), judgement(1, 1, "A"), judgement(2, 0, "B")]  # pairable, one value
+    assert agreement(same_value)["alpha_choice"] is None
+
+
+def _campaign(store, tmp_path, **settings):
+    from clinalign.stages import run_stage
+    from tests.web.seed import seed
+
+    candidates = seed(store, tmp_path, prompts=4)
+    settings = {"name": "c", "candidates": candidates, **settings}
+    made = run_stage("annotate.campaign", store, tmp_path, settings, actor="expert1")
+    return made.metrics["campaign"]
+
+
+def _judge(store, campaign_id: int, username: str, choice: str) -> int | None:
+    """One item judged by ``username`` through the queue (``"gold"``: a calibration item's expected
+    answer, else ``choice``); its task id, None when nothing is left."""
+    from sqlalchemy import select
+
+    from clinalign.annotate import queue
+    from clinalign.schemas import JudgementIn
+    from clinalign.store import Assignment, Campaign, Task, User
+
+    with store.reading() as session:
+        campaign = session.get(Campaign, campaign_id)
+        user = session.scalar(select(User).where(User.username == username))
+    assignment = queue.claim_next(store, campaign, user)
+    if assignment is None:
+        return None
+    with store.session() as session:
+        expected = session.get(Task, assignment.task_id).gold
+        shown = expected if choice == "gold" and expected else "A" if choice == "gold" else choice
+        judgement = JudgementIn(choice=shown, ratings_a=R, ratings_b=R)
+        queue.submit(session, session.get(Assignment, assignment.id), user, judgement, campaign)
+    return assignment.task_id
+
+
+def test_overlap_one_gives_stats_and_an_export_before_any_figure_exists(store, tmp_path):
+    from clinalign import preferences
+    from clinalign.stages import run_stage
+
+    campaign = _campaign(store, tmp_path, overlap=1)
+    for _ in range(3):
+        _judge(store, campaign, "clin1", "A")
+    with store.reading() as session:
+        figures = preferences.stats(session, preferences.Config(campaign="c"))
+    assert figures["judgements"] == 3 and figures["alpha_choice"] is None
+    exported = run_stage("preferences", store, tmp_path, {"campaign": "c", "min_votes": 1}).metrics
+    assert exported["judgements"] == 3 and exported["train_pairs"] + exported["test_pairs"] == 3
+
+
+def test_only_disputed_items_can_be_adjudicated(store, tmp_path):
+    from sqlalchemy import select
+
+    from clinalign import preferences
+    from clinalign.schemas import ClinalignError
+    from clinalign.store import Adjudication, Campaign, Task, User
+
+    campaign = _campaign(store, tmp_path, overlap=3, gold=1)
+    with store.reading() as session:
+        reviewer = session.scalar(select(User).where(User.username == "review1"))
+        tasks = list(session.scalars(select(Task).where(Task.campaign_id == campaign).order_by(Task.id)))
+        untouched = next(t.id for t in tasks if t.gold is None)
+
+    def refused(task_id: int, why: str) -> None:
+        with pytest.raises(ClinalignError, match=why), store.session() as session:
+            preferences.adjudicate(session, task_id, reviewer, "A", "a reason")
+
+    refused(untouched, "not disputed")  # nobody has judged it yet
+    votes = {"clin1": "A", "clin2": "tie", "clin3": "both_unacceptable"}  # every item split three ways
+    for name, choice in votes.items():
+        while _judge(store, campaign, name, "gold" if choice == "A" else choice) is not None:
+            pass
+    with store.reading() as session:
+        gold = session.scalar(select(Task.id).where(Task.campaign_id == campaign, Task.gold.is_not(None)))
+        queue = [t.id for t, _ in preferences.disputed(session, session.get(Campaign, campaign))]
+    assert gold not in queue and len(queue) == len(tasks) - 1  # calibration items never reach a reviewer
+    refused(gold, "calibration item")
+    with store.session() as session:
+        preferences.adjudicate(session, queue[0], reviewer, "A", "A escalates")
+    refused(queue[0], "already adjudicated")
+    with store.reading() as session:
+        assert session.scalar(select(Adjudication.task_id)) == queue[0]
+
+
+def test_a_unanimous_item_is_not_adjudicated(store, tmp_path):
+    from sqlalchemy import select
+
+    from clinalign import preferences
+    from clinalign.schemas import ClinalignError
+    from clinalign.store import User
+
+    campaign = _campaign(store, tmp_path, overlap=2)
+    task = _judge(store, campaign, "clin1", "tie")  # a tie reads the same whichever side each was shown
+    _judge(store, campaign, "clin2", "tie")  # the queue gives clin2 the item closest to its overlap: the same one
+    with store.reading() as session:
+        reviewer = session.scalar(select(User).where(User.username == "review1"))
+    with pytest.raises(ClinalignError, match="not disputed"), store.session() as session:
+        preferences.adjudicate(session, task, reviewer, "B", "overrule")

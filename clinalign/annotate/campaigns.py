@@ -244,6 +244,6 @@ def create_campaign(ctx: RunContext, config: Config, actor: str) -> dict:
         figures = {"campaign": campaign.id, "items": len(tasks), "gold": sum(t.gold is not None for t in tasks)}
     if short:
         log.warning("campaign %s: items fewer clinicians can reach than its overlap: %s", campaign.name, short)
-        figures["unreachable"] = {s["specialty"]: f"{s['items']} items, {s['clinicians']} clinicians" for s in short}
+        figures["unreachable"] = {s.pop("specialty"): s for s in short}
     ctx.metrics.update(figures)
     return figures

@@ -43,9 +43,11 @@ def annotate_campaign(
     result = run("annotate.campaign", config, set_ + [f"name={name}"], loop, actor=actor)
     for specialty, reach in result.metrics.get("unreachable", {}).items():
         err_console.print(
-            f"[bold yellow]warning:[/] {specialty} items: {reach} can see them, fewer than the overlap: "
-            "they will wait for judgements nobody can give (add clinicians of that specialty, or turn routing off)",
+            f"[bold yellow]warning:[/] {reach['items']} {specialty} items can reach only {reach['clinicians']} "
+            f"active clinician(s) of that specialty, fewer than the {reach['overlap']} each needs: they "
+            "will wait for judgements nobody can give (add clinicians with that specialty, or turn routing off)",
             highlight=False,
+            soft_wrap=True,
         )
 
 

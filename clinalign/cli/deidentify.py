@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from clinalign.cli.base import GROUPS, ConfigOpt, LoopOpt, SetOpt, console, fail, run, stage_command
+from clinalign.cli.base import GROUPS, ConfigOpt, LoopOpt, SetOpt, console, fail, open_store, run, stage_command
 from clinalign.schemas import ClinalignError
 
 group = GROUPS[("deidentify",)]
@@ -77,6 +78,27 @@ def deidentify_eval(
     console.print(f"leak recall (gold spans removed under any type): {f(figures['leak_recall'])}")
     if out:
         out.write_text(json.dumps(figures, indent=1))
+
+
+@group.command("reject")
+def deidentify_reject(
+    raw_id: int = typer.Argument(..., help="The raw record's number, as a de-identification error names it."),
+    reason: str = typer.Option(..., "--reason", help="Why, in a sentence (500 characters at most)."),
+) -> None:
+    """Remove a quarantined case for good: its content is emptied, the reason and an audit event kept.
+
+    For a case that cannot or must not be de-identified; ingest the corrected case afterwards if there is one.
+    """
+    from clinalign import deidentify
+    from clinalign.audit import seal
+
+    store = open_store()
+    try:
+        deidentify.reject(store, raw_id, reason, os.environ.get("USER", "cli"))
+        seal(store)
+    except ClinalignError as err:
+        fail(str(err))
+    console.print(f"raw record {raw_id} rejected: its content was removed; `clinalign deidentify` can run again")
 
 
 @group.command("synth")

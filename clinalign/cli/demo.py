@@ -35,7 +35,7 @@ def demo(
         fail(str(err))
     folder = path.parent
     console.print(f"\nThe whole loop took {time.perf_counter() - started:.0f} s.")
-    console.print(f"\n[bold green]Report:[/] {path}")
+    console.print(f"\n[bold green]Report:[/] {path}", soft_wrap=True)
     console.print(
         f"[bold]Store:[/] {folder / 'clinalign.db'}. Inspect it with:\n"
         f"  clinalign --data-dir {folder} loops\n"
@@ -43,4 +43,5 @@ def demo(
         f"  clinalign --data-dir {folder} lineage ARTIFACT_ID   (ids are in the report)\n"
         f"  CLINALIGN_DATA_DIR={folder} clinalign web   (the campaign dashboards, after `users add`)",
         highlight=False,
+        soft_wrap=True,
     )

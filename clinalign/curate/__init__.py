@@ -24,7 +24,7 @@ from sqlalchemy import select
 from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
 from clinalign.curate import tags
 from clinalign.settings import StageConfig
-from clinalign.store import Prompt, Record, deidentified_records, loop_artifacts
+from clinalign.store import Prompt, Record, deidentified_records
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,9 @@ def label(record: Record) -> tuple[str, str, dict]:
     """Specialty and risk (the case's own, or the rules' where the case had none) and curation tags."""
     specialty, risk = record.specialty, record.risk
     found = {"specialty_source": "case", "risk_source": "case", "icd10": tags.icd10(record.prompt)}
-    if specialty in ("general", "unknown", ""):
-        specialty = tags.specialty(record.prompt) or "general"
+    # Only a missing label is guessed: "general" from the data is a person's label like any other.
+    if specialty in ("unknown", ""):
+        specialty = tags.specialty(record.prompt) or "general"  # no rule fires: routed to every clinician
         found["specialty_source"] = "rules"
     if risk == "unknown":
         risk = tags.risk(record.prompt)
@@ -172,11 +173,7 @@ def label_from_neighbours(kept: list[Record], labels: dict[int, tuple[str, str, 
 
     path = embed.default_path() if model == "minilm" else model
     for field, index in (("specialty", 0), ("risk", 1)):
-        known = [
-            r
-            for r in kept
-            if labels[r.id][2][f"{field}_source"] == "case" and labels[r.id][index] not in ("general", "unknown")
-        ]
+        known = [r for r in kept if labels[r.id][2][f"{field}_source"] == "case" and labels[r.id][index] != "unknown"]
         unknown = [r for r in kept if labels[r.id][2][f"{field}_source"] == "rules"]
         if not known or not unknown:
             continue
@@ -194,7 +191,7 @@ def label_from_neighbours(kept: list[Record], labels: dict[int, tuple[str, str, 
 
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
-        sources = loop_artifacts(session, ctx.loop(session, "records"), "records")
+        sources = ctx.every(session, "records")
         records = deidentified_records(session, run_ids=[s.run_id for s in sources])
         kept, dropped = select_records(records, config)
         labels = {r.id: label(r) for r in kept}
@@ -203,8 +200,6 @@ def run(ctx: RunContext, config: Config) -> dict:
         split = stratified_split({r.id: labels[r.id][1] for r in kept}, config.test_fraction, config.seed)
         rows = [[r.id, split[r.id], r.prompt, r.reference, r.variants, labels[r.id]] for r in kept]
         version = sha256_text(canonical_json(rows))
-        for source in sources:
-            ctx.use(source.id)
         already = session.scalar(select(Prompt.id).where(Prompt.dataset_version == version).limit(1))
         if already is None:
             session.add_all(

