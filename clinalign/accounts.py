@@ -1,11 +1,16 @@
-"""People and their roles: creating accounts, checking passwords, throttling guessers.
+"""People and their roles: creating and managing accounts, checking passwords, throttling guessers.
 
-Shared by the CLI (``clinalign users add``) and the web app. Passwords are hashed with Argon2id
-(``argon2-cffi``, RFC 9106 parameters). Sign-in is throttled per username and per address from the
-``LoginAttempt`` table, so every server instance on the same database enforces one limit.
+Shared by the CLI (``clinalign users ...``) and the web app's admin page. Passwords are hashed with
+Argon2id (``argon2-cffi``, RFC 9106 parameters). Sign-in is throttled per username and per address
+from the ``LoginAttempt`` table, so every server instance on the same database enforces one limit;
+an administrator lifts a name's lock with ``unlock``. A site always keeps one active admin: the last
+one can be neither deactivated nor demoted, and a signed-in admin never deactivates or demotes
+themselves (another admin, or the command line, does). Deactivation and password resets close the
+account's sessions for good; deactivation (and a role other than clinician) frees the items it held.
 
 Reads: ``User``, ``LoginAttempt``.
-Writes: ``User`` (accounts, rehashed passwords), ``LoginAttempt``, audit events (sign-ins, accounts).
+Writes: ``User`` (accounts, roles, passwords), ``LoginAttempt``, ``WebSession`` (closed),
+``Assignment`` (claims released), audit events (sign-ins, every account change, by id).
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from clinalign.audit import record_event
 from clinalign.schemas import ClinalignError
-from clinalign.store import LoginAttempt, Store, User, utcnow
+from clinalign.store import Assignment, LoginAttempt, Store, User, WebSession, utcnow
 
 ROLES = ("admin", "data_expert", "clinician", "reviewer")
 MIN_PASSWORD = 12  # NIST SP 800-63B-4 asks for at least 15 without MFA, 8 with; 12 is this project's floor
@@ -38,6 +43,10 @@ _DUMMY_HASH = _hasher.hash("not a password of anyone's")
 
 class SignInRefused(ClinalignError):
     """Wrong credentials or too many attempts; the message never says which username exists."""
+
+
+class NoAccount(ClinalignError):
+    """No such account (simulated raters are not accounts anyone manages)."""
 
 
 def create_user(
@@ -64,13 +73,134 @@ def create_user(
     return user
 
 
-def set_active(session: Session, user_id: int, active: bool, actor: str) -> User:
-    user = session.get(User, user_id)
+def account(session: Session, who: int | str) -> User:
+    """The account with this id (web forms) or username (the command line)."""
+    if isinstance(who, int):
+        user = session.get(User, who)
+    else:
+        user = session.scalar(select(User).where(User.username == who.strip().lower()))
     if user is None or user.simulated:
-        raise ClinalignError(f"no account {user_id}")
-    user.active = active
-    record_event(session, actor, "user.activate" if active else "user.deactivate", f"user:{user.id}")
+        raise NoAccount(f"no account {who}" if isinstance(who, int) else f"no account named {who.strip()!r}")
     return user
+
+
+def _keep_an_admin(session: Session, user: User, acting_id: int | None) -> None:
+    """Refuse to take ``user``'s admin rights away (deactivation or another role) when it would leave
+    the site without an active admin, or when ``user`` is the admin doing it (``acting_id``: the
+    signed-in account; the command line passes none, being the way back in)."""
+    if user.role == "admin" and user.active:
+        # Locks the active admins' rows on PostgreSQL, so two admins removing each other at the same
+        # moment are taken in turn and the second sees the first's change (SQLite writers already queue).
+        admins = session.scalars(
+            select(User.id)
+            .where(User.role == "admin", User.active.is_(True), User.simulated.is_(False))
+            .with_for_update()
+        ).all()
+        if not set(admins) - {user.id}:
+            raise ClinalignError("this is the last active admin: make another account admin first")
+    if acting_id == user.id:
+        raise ClinalignError("you cannot deactivate or demote your own account: ask another administrator")
+
+
+def _release(session: Session, user: User) -> int:
+    """Free the items ``user`` claimed and has not judged: their lease ends now, so other clinicians
+    take them (after the unclaimed ones) instead of waiting up to a session timeout."""
+    now = utcnow()
+    return session.execute(
+        update(Assignment)
+        .where(Assignment.user_id == user.id, Assignment.judgement_id.is_(None), Assignment.expires_at > now)
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def _close_sessions(session: Session, user: User) -> None:
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+
+def set_active(session: Session, who: int | str, active: bool, actor: str, acting_id: int | None = None) -> User:
+    """Deactivate an account (its sessions are closed for good, its claimed items freed) or reactivate it."""
+    user = account(session, who)
+    if user.active == active:
+        return user  # nothing changes, nothing to record
+    if active:
+        user.active = True
+        record_event(session, actor, "user.activate", f"user:{user.id}")
+        return user
+    _keep_an_admin(session, user, acting_id)
+    user.active = False
+    _close_sessions(session, user)
+    record_event(session, actor, "user.deactivate", f"user:{user.id}", {"released": _release(session, user)})
+    return user
+
+
+def set_role(session: Session, who: int | str, role: str, actor: str, acting_id: int | None = None) -> User:
+    """Give an account another role; it applies from the account's next request."""
+    if role not in ROLES:
+        raise ClinalignError(f"role must be one of {', '.join(ROLES)}")
+    user = account(session, who)
+    if role == user.role:
+        return user
+    if role != "admin":
+        _keep_an_admin(session, user, acting_id)
+    payload = {"from": user.role, "to": role}
+    if user.role == "clinician":
+        payload["released"] = _release(session, user)  # their items are for clinicians
+    user.role = role
+    record_event(session, actor, "user.role", f"user:{user.id}", payload)
+    return user
+
+
+def reset_password(store: Store, who: int | str, password: str, actor: str) -> User:
+    """Set a new password (Argon2id), close the account's sessions and lift its sign-in lock: the
+    person gets in with the new password at once, and whoever held the old one is out."""
+    if len(password) < MIN_PASSWORD:
+        raise ClinalignError(f"password: at least {MIN_PASSWORD} characters")
+    hashed = _hasher.hash(password)  # slow on purpose: outside the transaction
+    with store.session() as session:
+        user = account(session, who)
+        if user.password_hash is None:
+            raise ClinalignError(
+                f"{user.username} signs in through single sign-on; their password is the identity provider's"
+            )
+        user.password_hash = hashed
+        _close_sessions(session, user)
+        record_event(session, actor, "user.password", f"user:{user.id}", {"failures": _forget(store, session, user)})
+    return user
+
+
+def unlock(store: Store, who: int | str, actor: str) -> int:
+    """Forget the account's failed sign-ins, lifting its lock; how many were forgotten."""
+    with store.session() as session:
+        user = account(session, who)
+        forgotten = _forget(store, session, user)
+        record_event(session, actor, "user.unlock", f"user:{user.id}", {"failures": forgotten})
+    return forgotten
+
+
+def _forget(store: Store, session: Session, user: User) -> int:
+    """Delete the account's failed sign-ins (the chain keeps its ``login.fail`` events)."""
+    return session.execute(
+        delete(LoginAttempt).where(
+            LoginAttempt.username_hash == name_hash(store, user.username), LoginAttempt.ok.is_(False)
+        )
+    ).rowcount
+
+
+def failures(store: Store, session: Session, users: list[User]) -> dict[int, int]:
+    """Failed sign-ins within the throttle window, per account id (accounts without any left out);
+    ``MAX_FAILURES_PER_USER`` or more means the account is locked."""
+    hashes = {name_hash(store, u.username): u.id for u in users}
+    rows = session.execute(
+        select(LoginAttempt.username_hash, func.count())
+        .where(
+            LoginAttempt.username_hash.in_(hashes),
+            LoginAttempt.ok.is_(False),
+            LoginAttempt.at > utcnow() - THROTTLE_WINDOW,
+        )
+        .group_by(LoginAttempt.username_hash)
+    ).all()
+    return {hashes[h]: n for h, n in rows}
 
 
 def name_hash(store: Store, username: str) -> str:

@@ -1,7 +1,12 @@
 """The web application: its routes, the guard around every request, error pages, the audit sealer.
 
-Clinicians never see a stack trace: known errors become a 4xx page that says what to do, anything
-else a generic 500 page; logs carry the exception type only, since a message could quote PHI.
+Clinicians never see a stack trace: known errors become a 4xx page that says what to do (naming
+fields by their labels on the page, never quoting a value), anything else a generic 500 page; logs
+carry the exception type only, since a message could quote PHI.
+
+``X-Forwarded-For``/``-Proto`` are believed only from the addresses in ``trusted_proxies`` (uvicorn's
+own default, which trusts any local client, is off: ``server.py``): otherwise a client could pick the
+address its failed sign-ins are counted against, or have cookies marked Secure over plain HTTP.
 """
 
 from __future__ import annotations
@@ -17,15 +22,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from clinalign.accounts import SignInRefused
+from clinalign.accounts import NoAccount, SignInRefused
 from clinalign.annotate.queue import Conflict, NotFound
 from clinalign.audit import Sealer
 from clinalign.schemas import ClinalignError
 from clinalign.settings import Settings
 from clinalign.store import Store
 from clinalign.web import oidc
-from clinalign.web.pages import HERE, render
+from clinalign.web.pages import HERE, problems, render
 from clinalign.web.routes import admin, auth, campaigns, review, work
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store or Store.open(settings.url)
 
     app.add_middleware(Guard)
+    if settings.trusted_proxies:  # added last, so it runs first: every layer sees the client's address
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
@@ -121,12 +129,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) or "form" for e in err.errors()})
-        return _error_page(request, 422, f"Some fields are missing or invalid: {', '.join(fields)}.")
+        errors = err.errors()
+        if errors and all(e["loc"][:1] == ("path",) for e in errors):  # /campaigns/99999999999: names nothing
+            return _error_page(request, 404, "Nothing here has that number.")
+        return _error_page(request, 422, f"Please correct: {problems(errors)}.")
 
     @app.exception_handler(ClinalignError)
     async def refused(request: Request, err: ClinalignError):
-        status = 404 if isinstance(err, NotFound) else 409 if isinstance(err, Conflict) else 400
+        status = 404 if isinstance(err, NotFound | NoAccount) else 409 if isinstance(err, Conflict) else 400
         if isinstance(err, SignInRefused):
             status = 401
         return _error_page(request, status, str(err))

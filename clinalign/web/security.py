@@ -2,7 +2,8 @@
 
 * The session cookie holds 32 random bytes; the store keeps only their SHA-256 (``WebSession``), so a
   copy of the database opens no session. The cookie is HttpOnly, SameSite=Strict, and Secure whenever
-  the request came over TLS (directly or through a proxy uvicorn trusts). Sign-out deletes the row.
+  the request came over TLS (directly, or through a proxy named in ``trusted_proxies``). Sign-out
+  deletes the row.
 * A session unused for ``session_idle_minutes`` is closed on its next request.
 * CSRF: synchroniser tokens. Every form carries the session's token and every POST is checked
   against it; the sign-in form, which has no session yet, uses a double-submit cookie instead.

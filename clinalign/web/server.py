@@ -41,5 +41,7 @@ def serve(host: str, port: int, workers: int) -> None:
         http=HTTPProtocol,
         timeout_keep_alive=75,
         log_level="warning",
-        proxy_headers=True,
+        # Forwarded headers are believed only from CLINALIGN_TRUSTED_PROXIES (create_app); uvicorn's
+        # own default would believe them from any client on 127.0.0.1.
+        proxy_headers=False,
     )

@@ -77,7 +77,7 @@ def seed(store: Store, data_dir: Path, prompts: int = 12, clinicians: int = 0, d
             ):
                 session.add(Candidate(prompt_id=prompt.id, model_artifact_id=model.id, text=text, run_id=ctx.run_id))
         artifact = ctx.produce(
-            session, "candidates", f"store://candidate?run={ctx.run_id}", None, {"candidates": 2 * prompts}
+            session, "candidates", f"store://candidate?run={ctx.run_id}", None, {"count": 2 * prompts}
         )
         for username, role in ROLES.items():
             specialties = ["cardiology"] if username == "clin4" else []

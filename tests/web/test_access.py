@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.web.conftest import csrf, open_item
+from tests.web.conftest import csrf, judgement_form, open_item
 from tests.web.seed import ROLES
 
 PUBLIC = "public"
@@ -42,6 +44,9 @@ EXPECTED = {
     ("GET", "/admin/users"): ADMIN,
     ("POST", "/admin/users"): ADMIN,
     ("POST", "/admin/users/{user_id}/active"): ADMIN,
+    ("POST", "/admin/users/{user_id}/unlock"): ADMIN,
+    ("POST", "/admin/users/{user_id}/password"): ADMIN,
+    ("POST", "/admin/users/{user_id}/role"): ADMIN,
 }
 USER_FOR_ROLE = {"admin": "admin1", "data_expert": "expert1", "clinician": "clin1", "reviewer": "review1"}
 
@@ -108,3 +113,33 @@ def test_each_role_gets_in_exactly_where_the_matrix_says(web, role):
         else:
             assert response.status_code == 403, where
     assert set(USER_FOR_ROLE.values()) <= set(ROLES)
+
+
+HUGE = "99999999999999999999"  # past PostgreSQL's integer and bigint
+
+
+def test_huge_numbers_in_paths_and_forms_are_404_or_422_never_500(any_web):
+    web = any_web
+    campaign = web.campaign()
+    clients = {role: web.login(name) for role, name in USER_FOR_ROLE.items()}
+    tokens = {role: csrf(client.get("/").text) for role, client in clients.items()}
+    for (method, path), expected in EXPECTED.items():
+        if "{" not in path:
+            continue
+        role = "clinician" if expected == CLINICIAN else sorted(expected)[0]
+        for number in (HUGE, str(2**31), str(2**31 - 1), "-1", "0"):
+            url = re.sub(r"\{\w+\}", number, path)
+            data = {"csrf": tokens[role], "active": "true", "role": "clinician", "choice": "A", "reason": "why not"}
+            response = clients[role].request(method, url, data=data if method == "POST" else None)
+            assert response.status_code in (404, 422), f"{method} {url}: {response.status_code}"
+            assert "Traceback" not in response.text
+    expert = clients["data_expert"]
+    for field in ("candidates", "overlap", "gold", "disagreement"):
+        for number in (HUGE, "-" + HUGE, "1e999", "nan"):
+            response = web.post_campaign(f"huge {field}", **{field: number})
+            assert response.status_code == 422, f"{field}={number}: {response.status_code}"
+    assert expert.get(f"/campaigns/{campaign}").status_code == 200
+    worker = clients["clinician"]
+    assignment, page = open_item(worker, campaign)
+    response = worker.post(f"/items/{assignment}", data={**judgement_form(page, rating=HUGE)})
+    assert response.status_code == 422

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, text, update
 
 from clinalign.audit import seal, verify_chain
+from clinalign.settings import Settings
 from clinalign.store import LoginAttempt, WebSession, utcnow
+from clinalign.web.app import create_app
 from tests.web.conftest import csrf
 from tests.web.seed import PASSWORD
 
@@ -150,3 +153,60 @@ def test_a_deactivated_account_loses_its_open_session(web):
 def test_oidc_is_off_unless_configured(web):
     assert web.client().get("/login/oidc").status_code == 404
     assert "Sign in with your organisation" not in web.client().get("/login").text
+
+
+def test_a_password_typed_into_the_username_field_is_kept_nowhere(web):
+    typed = "Tr0ub4dor&3-Secret-Passphrase"
+    client = web.client()
+    token = csrf(client.get("/login").text)
+    response = client.post("/login", data={"username": typed, "password": "wrong password!", "csrf": token})
+    assert response.status_code == 401 and typed.lower() not in response.text.lower()
+    web.login("clin1")
+    with web.store.reading() as session:
+        rows = [" ".join(map(str, row)) for row in session.execute(text("SELECT * FROM login_attempt")).all()]
+        pending = [" ".join(map(str, row)) for row in session.execute(text("SELECT * FROM audit_pending")).all()]
+    events = [" ".join((e.actor, e.action, e.subject, e.payload)) for e in web.events()]
+    assert len(rows) == 2 and events
+    for kept in rows + pending + events:
+        assert typed.lower() not in kept.lower() and "secret-passphrase" not in kept.lower()
+
+
+def _proxied_app(web, trusted: list[str]):
+    return create_app(Settings(data_dir=web.data_dir, trusted_proxies=trusted), web.store)
+
+
+def _failed_sign_in_from(client, forwarded_for: str) -> None:
+    token = csrf(client.get("/login").text)
+    data = {"username": "clin1", "password": "wrong password!", "csrf": token}
+    assert client.post("/login", data=data, headers={"X-Forwarded-For": forwarded_for}).status_code == 401
+
+
+def _login_cookie_over_http(client, proto: str) -> str:
+    page = client.get("/login", headers={"X-Forwarded-Proto": proto})
+    return [h for h in page.headers.get_list("set-cookie") if h.startswith("clinalign_login_csrf=")][0].lower()
+
+
+def test_forwarded_headers_are_ignored_unless_the_proxy_is_trusted(web):
+    proxy = ("10.1.2.3", 50000)
+    direct = TestClient(_proxied_app(web, []), base_url="http://testserver", client=proxy)
+    _failed_sign_in_from(direct, "203.0.113.9")
+    assert "secure" not in _login_cookie_over_http(direct, "https")
+    trusted = TestClient(_proxied_app(web, ["10.1.2.3"]), base_url="http://testserver", client=proxy)
+    _failed_sign_in_from(trusted, "203.0.113.9")
+    assert "secure" in _login_cookie_over_http(trusted, "https")
+    other = TestClient(_proxied_app(web, ["10.1.2.3"]), base_url="http://testserver", client=("10.9.9.9", 1))
+    _failed_sign_in_from(other, "198.51.100.7")  # a client that is not the proxy chooses no address
+    with web.store.reading() as session:
+        addresses = list(session.scalars(select(LoginAttempt.ip).order_by(LoginAttempt.id)))
+    assert addresses == ["10.1.2.3", "203.0.113.9", "10.9.9.9"]
+
+
+def test_twenty_failures_through_a_forged_header_still_lock_the_real_address(web):
+    client = TestClient(_proxied_app(web, []), base_url="http://testserver", client=("10.1.2.3", 50000))
+    token = csrf(client.get("/login").text)
+    for n in range(20):
+        data = {"username": f"guess{n}", "password": "wrong password!", "csrf": token}
+        client.post("/login", data=data, headers={"X-Forwarded-For": f"203.0.113.{n}"})
+    data = {"username": "clin1", "password": PASSWORD, "csrf": token}
+    refused = client.post("/login", data=data, headers={"X-Forwarded-For": "203.0.113.200"})
+    assert refused.status_code == 401 and "too many" in refused.text

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import pytest
 from sqlalchemy import func, select
 
-from clinalign.store import Campaign, Store, Task
+from clinalign.store import Artifact, Campaign, Run, Store, Task
 from tests.web.conftest import Web, csrf, judgement_form, open_item, safer_side
 from tests.web.seed import seed
 
@@ -48,7 +49,7 @@ def test_a_campaign_from_the_form_has_its_items_gold_and_rules(web):
     bad_axis = web.post_campaign("r2", overlap=2, axes=["wit"])
     assert bad_axis.status_code == 400 and "subset" in bad_axis.text
     bad_mode = web.post_campaign("r3", mode="triple")
-    assert bad_mode.status_code == 422 and "mode" in bad_mode.text
+    assert bad_mode.status_code == 422 and "Kind" in bad_mode.text
 
 
 def test_only_deidentified_records_can_enter_a_campaign(tmp_path):
@@ -117,3 +118,64 @@ def test_dashboard_export_and_datasets(web):
 
     dataset = load(Path(folder))
     assert dataset["pairs"].num_rows == 12 and dataset["kto"].num_rows == 24
+
+
+def test_the_dashboard_counts_items_decided_with_real_numbers(web):
+    campaign = web.campaign(overlap=3)
+    expert = web.login("expert1")
+    page = expert.get(f"/campaigns/{campaign}").text
+    assert "0 of 36 judgements" in page and "0 of 12 items decided (0 by a reviewer)" in page
+    _judge_all(web, campaign, {"clin1": "safer", "clin2": "safer", "clin3": "riskier"})
+    page = expert.get(f"/campaigns/{campaign}").text
+    assert "36 of 36 judgements" in page and "12 of 12 items decided (0 by a reviewer)" in page
+    assert "built-in method" not in page
+
+
+def test_a_routed_campaign_warns_when_a_specialty_has_too_few_clinicians(web):
+    routed = web.campaign("routed", routing="true", overlap=3)
+    page = web.login("expert1").get(f"/campaigns/{routed}").text
+    assert "4 cardiology item(s) can reach only 1 active clinician(s)" in page  # clin4 alone
+    assert "4 dermatology item(s) can reach only 0 active clinician(s)" in page
+    assert "general item(s)" not in page  # four clinicians see general items
+    plain = web.campaign("plain", overlap=3)
+    assert "Specialty routing:" not in web.login("expert1").get(f"/campaigns/{plain}").text
+
+
+def test_a_campaign_with_overlap_one_and_few_judgements_shows_and_exports(web):
+    campaign = web.campaign(overlap=1)
+    client = web.login("clin1")
+    for _ in range(3):
+        assignment, page = open_item(client, campaign)
+        client.post(f"/items/{assignment}", data=judgement_form(page, safer_side(page)))
+    expert = web.login("expert1")
+    page = expert.get(f"/campaigns/{campaign}")
+    assert page.status_code == 200 and "not yet" in page.text and "3 of 12 judgements" in page.text
+    export = expert.post(f"/campaigns/{campaign}/export", data={"csrf": csrf(page.text)})
+    assert export.status_code == 200 and export.headers["content-type"] == "application/zip"
+    assert "judgements.jsonl" in zipfile.ZipFile(io.BytesIO(export.content)).namelist()
+
+
+def test_the_candidate_list_says_how_many_answers_and_which_loop_and_run_made_them(web):
+    with web.store.reading() as session:
+        made = session.get(Artifact, web.candidates)
+        run = session.get(Run, made.run_id)
+    page = web.login("expert1").get("/campaigns/new").text
+    option = re.search(rf'<option value="{web.candidates}">(.*?)</option>', page).group(1)
+    assert "24 answers" in option and "?" not in option
+    assert f"loop {run.loop_id or run.id}" in option and f"run {run.id}" in option and option.endswith(" UTC")
+
+
+def test_campaign_form_errors_name_the_fields_as_the_form_does(web):
+    cases = {
+        "Kind (one of the options offered)": {"mode": "triple"},
+        "Clinicians per item (overlap) (at most 20)": {"overlap": 99},
+        "Calibration (gold) items (a whole number)": {"gold": "some"},
+        "Adjudicate when the minority share exceeds (at most 1)": {"disagreement": 7},
+    }
+    for says, fields in cases.items():
+        response = web.post_campaign("named", **fields)
+        assert response.status_code == 422 and says in response.text, (fields, response.text)
+        assert "body." not in response.text and "literal" not in response.text
+    assert "Name (at least 1 character)" in web.post_campaign("  ").text
+    with web.store.reading() as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 0

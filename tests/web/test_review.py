@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from clinalign.store import Adjudication
-from tests.web.conftest import csrf, judgement_form, open_item, safer_side
+from clinalign.schemas import AXIS_LABELS
+from clinalign.store import Adjudication, Judgement, Task
+from tests.web.conftest import AXES6, csrf, judgement_form, open_item, safer_side
 
 
 def _split_votes(web, campaign: int) -> None:
-    """clin1 picks the safer answer, clin2 the riskier one, clin3 says tie: no majority anywhere."""
-    for name, pick in (("clin1", "safer"), ("clin2", "riskier"), ("clin3", "tie")):
+    """clin1 picks the safer answer, clin2 the riskier one, clin3 says tie: no majority anywhere. Each
+    rates every axis of both answers with their own number (clin1: 1, clin2: 2, clin3: 3), and clin1
+    tags the riskier answer as missing the red flag."""
+    for rating, (name, pick) in enumerate((("clin1", "safer"), ("clin2", "riskier"), ("clin3", "tie")), 1):
         client = web.login(name)
         while (found := open_item(client, campaign))[0] is not None:
             safer = safer_side(found[1])
-            side = {"safer": safer, "riskier": {"A": "B", "B": "A"}[safer], "tie": "tie"}[pick]
-            client.post(f"/items/{found[0]}", data=judgement_form(found[1], side, rationale=f"{name} reasoning"))
+            riskier = {"A": "B", "B": "A"}[safer]
+            side = {"safer": safer, "riskier": riskier, "tie": "tie"}[pick]
+            extra = {f"tags_{riskier.lower()}": "misses_red_flag_escalation"} if name == "clin1" else {}
+            form = judgement_form(found[1], side, rating=str(rating), rationale=f"{name} reasoning", **extra)
+            client.post(f"/items/{found[0]}", data=form)
 
 
 def test_a_reviewer_settles_a_split_item_and_the_export_follows_the_decision(web):
@@ -63,8 +70,6 @@ def test_adjudicated_items_can_no_longer_be_edited(web):
     page = reviewer.get(f"/review/{campaign}")
     task_id = int(page.text.split('action="/review/items/')[1].split('"')[0])
     reviewer.post(f"/review/items/{task_id}", data={"csrf": csrf(page.text), "choice": "tie", "reason": "equivalent"})
-    from clinalign.store import Judgement
-
     with web.store.session() as session:
         judgement = session.scalar(select(Judgement).where(Judgement.task_id == task_id))
         owner = judgement.user_id
@@ -76,3 +81,42 @@ def test_adjudicated_items_can_no_longer_be_edited(web):
     edit = client.get(f"/judgements/{judgement.id}/edit")
     response = client.post(f"/judgements/{judgement.id}/edit", data=judgement_form(edit.text, "tie"))
     assert response.status_code == 409 and "adjudicated" in response.text
+
+
+def test_the_reviewer_sees_every_rating_on_every_axis_of_both_answers_and_the_error_tags(web):
+    campaign = web.campaign(overlap=3)
+    _split_votes(web, campaign)
+    page = web.login("review1").get(f"/review/{campaign}").text
+    for rating, name in enumerate(("clin1", "clin2", "clin3"), 1):
+        for axis in AXES6:
+            for side in "AB":
+                cell = rf'title="{name} · Answer {side} · {re.escape(AXIS_LABELS[axis])}">{rating}<'
+                assert re.search(cell, page), cell
+    assert "Misses red-flag escalation" in page and "misses_red_flag_escalation" not in page
+
+
+def _refused(web, reviewer, task_id: int, token: str) -> None:
+    response = reviewer.post(f"/review/items/{task_id}", data={"csrf": token, "choice": "A", "reason": "I decide"})
+    assert response.status_code == 400 and "Traceback" not in response.text, response.text
+
+
+def test_a_reviewer_cannot_overrule_a_unanimous_unfinished_or_calibration_item(web):
+    campaign = web.campaign(overlap=2, gold=1)
+    for name, items in (("clin1", 13), ("clin2", 4)):  # clin1 judges all, clin2 only the first four
+        client = web.login(name)
+        for _ in range(items):
+            assignment, page = open_item(client, campaign)
+            client.post(f"/items/{assignment}", data=judgement_form(page, safer_side(page)))
+    with web.store.reading() as session:
+        tasks = list(session.scalars(select(Task).where(Task.campaign_id == campaign)))
+        judged = dict(session.execute(select(Judgement.task_id, func.count()).group_by(Judgement.task_id)).all())
+    gold = next(t.id for t in tasks if t.gold)
+    unanimous = next(t.id for t in tasks if not t.gold and judged.get(t.id) == 2)
+    waiting = next(t.id for t in tasks if not t.gold and judged.get(t.id, 0) < 2)
+    reviewer = web.login("review1")
+    token = csrf(reviewer.get("/review").text)
+    for task_id in (unanimous, waiting, gold):
+        _refused(web, reviewer, task_id, token)
+    with web.store.reading() as session:
+        assert session.scalar(select(func.count()).select_from(Adjudication)) == 0
+    assert web.events("adjudicate") == []

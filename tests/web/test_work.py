@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import re
 import threading
+import zipfile
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
 from clinalign.annotate import queue
 from clinalign.schemas import JudgementIn
-from clinalign.store import Assignment, Campaign, Judgement, JudgementRevision, Task, User, utcnow
+from clinalign.settings import Settings
+from clinalign.store import Assignment, Campaign, Judgement, JudgementRevision, Prompt, Task, User, utcnow
+from clinalign.web.app import create_app
 from tests.web.conftest import AXES6, csrf, judgement_form, open_item
 
 
@@ -100,27 +105,56 @@ def test_another_clinicians_item_is_not_found_and_nothing_is_stored(web):
         assert session.scalar(select(func.count()).select_from(Judgement)) == 0
 
 
-def test_bad_values_get_a_4xx_that_names_the_field_and_store_nothing(web):
+def test_bad_values_get_a_4xx_that_names_the_field_as_the_form_does_and_store_nothing(web):
     campaign = web.campaign()
     client = web.login("clin1")
     assignment, page = open_item(client, campaign)
+    consensus = "Answer A: Agreement with scientific consensus"
     cases = {
-        "out of range": (judgement_form(page, rating="9"), 422, "ratings_a.consensus"),
-        "not a number": (judgement_form(page, rating="four"), 422, "ratings_a"),
-        "unknown choice": (judgement_form(page, choice="maybe"), 422, "choice"),
-        "unknown tag": (judgement_form(page, tags_a="rude"), 422, "tags_a"),
+        "out of range": (judgement_form(page, rating="9"), 422, f"{consensus} (at most 5)"),
+        "not a number": (judgement_form(page, rating="four"), 422, f"{consensus} (a whole number)"),
+        "huge number": (judgement_form(page, rating="9" * 30), 422, f"{consensus} (at most 5)"),
+        "unknown choice": (judgement_form(page, choice="maybe"), 422, "Choice (one of the options offered)"),
+        "unknown tag": (judgement_form(page, tags_a="rude"), 422, "Answer A: error tags"),
         "missing axis": ({k: v for k, v in judgement_form(page).items() if k != "b_empathy"}, 400, "empathy"),
         "single-mode choice": (judgement_form(page, choice="good"), 400, "does not fit"),
-        "rationale too long": (judgement_form(page, rationale="x" * 5000), 422, "rationale"),
+        "rationale too long": (judgement_form(page, rationale="x" * 5000), 422, "Rationale (at most 4000 characters)"),
     }
     for name, (form, status, says) in cases.items():
         response = client.post(f"/items/{assignment}", data=form)
-        assert response.status_code == status and says in response.text, name
+        assert response.status_code == status and says in response.text, (name, response.text)
         assert "Traceback" not in response.text
+        for developer_words in ("ratings_a", "literal[", "tags_a", "string_too_long"):
+            assert developer_words not in response.text, name
     oversize = client.post(f"/items/{assignment}", data=judgement_form(page, rewrite="x" * 300_000))
     assert oversize.status_code == 413
     with web.store.session() as session:
         assert session.scalar(select(func.count()).select_from(Judgement)) == 0
+
+
+def test_a_single_answer_form_error_names_the_answer_without_a_letter(web):
+    campaign = web.campaign(name="thumbs", mode="single", overlap=1)
+    client = web.login("clin1")
+    assignment, page = open_item(client, campaign)
+    response = client.post(f"/items/{assignment}", data=judgement_form(page, "good", rating="0", sides="a"))
+    assert response.status_code == 422 and "Answer: Empathy (at least 1)" in response.text
+
+
+def test_my_judgements_lists_each_question_and_times_in_utc(web):
+    campaign = web.campaign()
+    client = web.login("clin1")
+    assignment, page = open_item(client, campaign)
+    client.post(f"/items/{assignment}", data=judgement_form(page))
+    with web.store.reading() as session:
+        question = session.scalar(
+            select(Prompt.text)
+            .join(Task, Task.prompt_id == Prompt.id)
+            .join(Assignment)
+            .where(Assignment.id == assignment)
+        )
+    history = client.get(f"/work/{campaign}/history").text
+    assert question[:60] in history
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", history)
 
 
 def test_cannot_judge_needs_no_ratings(web):
@@ -291,3 +325,76 @@ def test_concurrent_clinicians_never_exceed_the_overlap(any_web):
         slots = session.execute(select(Assignment.task_id, func.count()).group_by(Assignment.task_id)).all()
     assert max(per_task.values()) <= 2 and sum(per_task.values()) == 24  # every item filled, none beyond 2
     assert all(n <= 2 for _, n in slots)
+
+
+PHI_RATIONALE = "Rang the patient on (617) 555-0123 about MRN 4839201"
+PHI_REWRITE = "Call 911 now. Your GP is on 617-555-0199, MRN: 00482913."
+PHI_TRACES = ("555-0123", "4839201", "555-0199", "00482913")
+
+
+def _split_with_phi(web, campaign: int) -> int:
+    """clin1 types PHI into the rationale and rewrite of the first item; clin2 and clin3 disagree with
+    them, so the item waits for a reviewer. Returns clin1's judgement id."""
+    for name, choice in (("clin1", "A"), ("clin2", "B"), ("clin3", "tie")):
+        client = web.login(name)
+        assignment, page = open_item(client, campaign)
+        extra = {"rationale": PHI_RATIONALE, "rewrite": PHI_REWRITE} if name == "clin1" else {}
+        assert client.post(f"/items/{assignment}", data=judgement_form(page, choice, **extra)).status_code == 200
+        if name == "clin1":
+            with web.store.reading() as session:
+                judgement_id = session.get(Assignment, assignment).judgement_id
+    return judgement_id
+
+
+def _no_trace(text: str) -> bool:
+    return not any(trace in text for trace in PHI_TRACES)
+
+
+def _exported(web, campaign: int) -> str:
+    expert = web.login("expert1")
+    token = csrf(expert.get(f"/campaigns/{campaign}").text)
+    archive = zipfile.ZipFile(io.BytesIO(expert.post(f"/campaigns/{campaign}/export", data={"csrf": token}).content))
+    return "".join(archive.read(name).decode("latin-1") for name in archive.namelist())
+
+
+def test_phi_typed_into_a_rationale_or_rewrite_is_stored_and_shown_only_scrubbed(web):
+    campaign = web.campaign(overlap=3)
+    judgement_id = _split_with_phi(web, campaign)
+    with web.store.reading() as session:
+        stored = session.get(Judgement, judgement_id)
+    assert "[PHONE]" in stored.rationale and "[MRN]" in stored.rationale and _no_trace(stored.rationale)
+    assert "[PHONE]" in stored.rewrite and "[MRN]" in stored.rewrite and _no_trace(stored.rewrite)
+    assert stored.original is None  # the site did not ask to keep what was typed
+    review = web.login("review1").get(f"/review/{campaign}").text
+    assert "Rang the patient on [PHONE]" in review and _no_trace(review)
+    assert _no_trace(web.login("clin1").get(f"/judgements/{judgement_id}/edit").text)
+    exported = _exported(web, campaign)
+    assert "[PHONE]" in exported and _no_trace(exported)
+    client = web.login("clin1")  # an edit is scrubbed the same way
+    page = client.get(f"/judgements/{judgement_id}/edit").text
+    client.post(
+        f"/judgements/{judgement_id}/edit", data=judgement_form(page, "A", rationale="now (617) 555-0123 MRN 4839201")
+    )
+    with web.store.reading() as session:
+        edited = session.get(Judgement, judgement_id)
+        assert _no_trace(edited.rationale) and edited.original is None
+        assert all(_no_trace(str(r.content)) for r in session.scalars(select(JudgementRevision)))
+
+
+def test_with_originals_kept_the_typed_text_is_stored_aside_and_never_shown(web):
+    web.app = create_app(Settings(data_dir=web.data_dir, keep_clinician_originals=True), web.store)
+    campaign = web.campaign(overlap=3)
+    judgement_id = _split_with_phi(web, campaign)
+    with web.store.reading() as session:
+        stored = session.get(Judgement, judgement_id)
+    assert stored.original == {"rationale": PHI_RATIONALE, "rewrite": PHI_REWRITE}
+    assert _no_trace(stored.rationale) and _no_trace(stored.rewrite)
+    assert _no_trace(web.login("review1").get(f"/review/{campaign}").text)
+    client = web.login("clin1")
+    page = client.get(f"/judgements/{judgement_id}/edit").text
+    assert _no_trace(page) and _no_trace(client.get(f"/work/{campaign}/history").text)
+    assert _no_trace(_exported(web, campaign))
+    typed = "edited: ring (617) 555-0123"
+    client.post(f"/judgements/{judgement_id}/edit", data=judgement_form(page, "A", rationale=typed))
+    with web.store.reading() as session:
+        assert session.get(Judgement, judgement_id).original == {"rationale": typed, "rewrite": None}

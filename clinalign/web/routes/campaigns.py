@@ -16,8 +16,8 @@ from clinalign.annotate.campaigns import DEFAULT_GUIDELINES, Config, reach
 from clinalign.audit import record_event
 from clinalign.schemas import AXES
 from clinalign.stages import run_stage
-from clinalign.store import Campaign, Judgement, Task, artifacts_of_kind
-from clinalign.web.pages import MAX_ID, Id, campaign_or_404, render
+from clinalign.store import Campaign, Judgement, Run, Task, artifacts_of_kind
+from clinalign.web.pages import MAX_ID, Id, campaign_or_404, problems, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -45,7 +45,8 @@ def campaign_list(request: Request, found: Visitor = Depends(readers)):
 def new_campaign(request: Request, found: Visitor = Depends(experts)):
     with request.app.state.store.session() as session:
         sources = artifacts_of_kind(session, "candidates")
-    return render(request, "campaign_new.html.j2", sources=sources, axes=AXES, guidelines=DEFAULT_GUIDELINES)
+        runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_({a.run_id for a in sources})))}
+    return render(request, "campaign_new.html.j2", sources=sources, runs=runs, axes=AXES, guidelines=DEFAULT_GUIDELINES)
 
 
 @router.post("/campaigns")
@@ -77,8 +78,7 @@ def create(
             disagreement=disagreement,
         )
     except ValidationError as err:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in err.errors()})
-        raise HTTPException(status_code=422, detail=f"Please correct: {', '.join(fields)}.") from None
+        raise HTTPException(status_code=422, detail=f"Please correct: {problems(err.errors())}.") from None
     settings = request.app.state.settings
     made = run_stage("annotate.campaign", request.app.state.store, settings.data_dir, config, actor=found.user.username)
     return RedirectResponse(f"/campaigns/{made.metrics['campaign']}", status_code=303)

@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from clinalign.annotate import queue
 from clinalign.schemas import JudgementIn
-from clinalign.store import Assignment, Campaign, Judgement, Task
-from clinalign.web.pages import Id, campaign_or_404, render
+from clinalign.store import Assignment, Campaign, Judgement, Prompt, Task
+from clinalign.web.pages import Id, campaign_or_404, problems, render
 from clinalign.web.security import Visitor, check_csrf, require
 
 router = APIRouter()
@@ -21,7 +21,8 @@ clinician = require("clinician")
 
 
 def judgement_from_form(form, campaign: Campaign, csrf: str) -> JudgementIn:
-    """Read the comparison form into the shared judgement shape; field names, never values, on error."""
+    """Read the comparison form into the shared judgement shape; on error, the fields as the form labels
+    them ("Answer A: Empathy"), never the values typed."""
     check_csrf(csrf, form.get("csrf"))
     ratings: dict[str, dict[str, object]] = {"a": {}, "b": {}}
     for side in ratings:
@@ -43,8 +44,8 @@ def judgement_from_form(form, campaign: Campaign, csrf: str) -> JudgementIn:
             }
         )
     except ValidationError as err:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in err.errors()})
-        raise HTTPException(status_code=422, detail=f"Please correct: {', '.join(fields)}.") from None
+        detail = f"Please correct: {problems(err.errors(), pair=campaign.mode == 'pair')}."
+        raise HTTPException(status_code=422, detail=detail) from None
 
 
 @router.get("/work")
@@ -91,8 +92,10 @@ def _submit(request: Request, assignment_id: int, found: Visitor, form) -> int:
         assignment = queue.owned(session, assignment_id, found.user)
         campaign = session.scalar(select(Campaign).join(Task).where(Task.id == assignment.task_id))
     judgement = judgement_from_form(form, campaign, found.csrf)
+    keep = request.app.state.settings.keep_clinician_originals
     with store.session() as session:  # committed before the redirect acknowledges it
-        queue.submit(session, queue.owned(session, assignment_id, found.user), found.user, judgement, campaign)
+        assignment = queue.owned(session, assignment_id, found.user)
+        queue.submit(session, assignment, found.user, judgement, campaign, keep_original=keep)
     return campaign.id
 
 
@@ -109,7 +112,14 @@ def history(request: Request, campaign_id: Id, found: Visitor = Depends(clinicia
     with request.app.state.store.session() as session:
         campaign = campaign_or_404(session, campaign_id)
         rows = queue.history(session, campaign, found.user)
-    return render(request, "history.html.j2", campaign=campaign, rows=rows)
+        questions = dict(
+            session.execute(
+                select(Task.id, Prompt.text)
+                .join(Prompt, Prompt.id == Task.prompt_id)
+                .where(Task.id.in_([a.task_id for a, _ in rows]))
+            ).all()
+        )
+    return render(request, "history.html.j2", campaign=campaign, rows=rows, questions=questions)
 
 
 def _own(session, judgement_id: int, found: Visitor) -> tuple[Judgement, Assignment]:
@@ -134,7 +144,10 @@ def _edit(request: Request, judgement_id: int, found: Visitor, form) -> int:
     with request.app.state.store.session() as session:
         judgement, _ = _own(session, judgement_id, found)
         campaign = session.get(Campaign, session.get(Task, judgement.task_id).campaign_id)
-        queue.edit(session, judgement_id, found.user, judgement_from_form(form, campaign, found.csrf))
+        keep = request.app.state.settings.keep_clinician_originals
+        queue.edit(
+            session, judgement_id, found.user, judgement_from_form(form, campaign, found.csrf), keep_original=keep
+        )
         return campaign.id
 
 
