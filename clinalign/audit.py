@@ -94,6 +94,17 @@ def sha256_path(path: Path) -> str:
     return sha256_text("\n".join(entries))
 
 
+def stat_fingerprint(path: Path) -> str:
+    """A cheap stand-in for a folder's content hash: every file's name, size and modification time."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return sha256_text(canonical_json([[str(p.relative_to(path.parent)), *_stat(p)] for p in files]))
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
 @cache
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout (``+dirty`` if modified)."""
@@ -129,17 +140,49 @@ def record_event(session: Session, actor: str, action: str, subject: str, payloa
     """Record one event inside ``session``'s transaction; ``seal`` chains it once committed.
 
     Payloads carry ids and counts, never record text. No lock is taken: any number of requests record
-    at once.
+    at once. The event is signed with the store's key, so ``seal`` can tell it from one written into
+    the table by hand.
     """
-    session.add(
-        AuditPending(
-            ts=datetime.now(UTC).isoformat(timespec="microseconds"),
-            actor=actor,
-            action=action,
-            subject=subject,
-            payload=canonical_json(payload or {}),
-        )
-    )
+    ts, body = datetime.now(UTC).isoformat(timespec="microseconds"), canonical_json(payload or {})
+    store: Store = session.info["store"]
+    mac = _pending_mac(store, ts, actor, action, subject, body)
+    session.add(AuditPending(ts=ts, actor=actor, action=action, subject=subject, payload=body, mac=mac))
+
+
+def _pending_mac(store: Store, ts: str, actor: str, action: str, subject: str, payload: str) -> str:
+    message = canonical_json([ts, actor, action, subject, payload]).encode()
+    return hmac.new(store.secret("audit-pending"), message, hashlib.sha256).hexdigest()
+
+
+FORGED = "audit.forged"  # a pending event whose signature did not hold, chained as evidence of itself
+
+
+def _as_chained(store: Store, event) -> dict:
+    """What the chain records of a pending event: itself, or, when its signature does not hold, a
+    record that someone wrote it outside clinalign (the action and subject it claimed, and the hash of
+    its payload), so it can never vouch for a row yet is never lost."""
+    mac = _pending_mac(store, event.ts, event.actor, event.action, event.subject, event.payload)
+    if hmac.compare_digest(event.mac or "", mac):
+        return {
+            "ts": event.ts,
+            "actor": event.actor,
+            "action": event.action,
+            "subject": event.subject,
+            "payload": event.payload,
+        }
+    claimed = {
+        "action": event.action,
+        "actor": event.actor,
+        "subject": event.subject,
+        "payload_sha256": sha256_text(event.payload),
+    }
+    return {
+        "ts": event.ts,
+        "actor": "system",
+        "action": FORGED,
+        "subject": f"pending:{event.id}",
+        "payload": canonical_json(claimed),
+    }
 
 
 # Sealers on PostgreSQL take turns on this advisory lock (held to the end of their transaction), so
@@ -147,6 +190,11 @@ def record_event(session: Session, actor: str, action: str, subject: str, payloa
 # database's single write lock from its start (BEGIN IMMEDIATE).
 _AUDIT_LOCK = 0x636C696E  # "clin"
 _SEAL_BATCH = 1000
+
+
+def _lock_chain(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
 
 
 def seal(store: Store) -> int:
@@ -158,8 +206,7 @@ def seal(store: Store) -> int:
     sealed = 0
     while True:
         with store.session() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+            _lock_chain(session)
             pending = session.execute(
                 select(
                     AuditPending.id,
@@ -168,6 +215,7 @@ def seal(store: Store) -> int:
                     AuditPending.action,
                     AuditPending.subject,
                     AuditPending.payload,
+                    AuditPending.mac,
                 )
                 .order_by(AuditPending.id)
                 .limit(_SEAL_BATCH)
@@ -178,9 +226,11 @@ def seal(store: Store) -> int:
             prev = tip or GENESIS
             chained = []
             for event in pending:
-                digest = _event_hash(prev, event.ts, event.actor, event.action, event.subject, event.payload)
-                fields = {"ts": event.ts, "actor": event.actor, "action": event.action, "subject": event.subject}
-                chained.append({**fields, "payload": event.payload, "prev_hash": prev, "hash": digest})
+                fields = _as_chained(store, event)
+                digest = _event_hash(
+                    prev, fields["ts"], fields["actor"], fields["action"], fields["subject"], fields["payload"]
+                )
+                chained.append({**fields, "prev_hash": prev, "hash": digest})
                 prev = digest
             # Inserted in chain order, so ids follow it: verify_chain walks the chain by id.
             session.execute(insert(AuditEvent), chained)
@@ -292,9 +342,11 @@ def reset_head(store: Store, actor: str) -> dict:
     if not report.ok:
         raise ClinalignError(f"the chain is broken at event {report.first_broken}; its head cannot be re-signed")
     with store.session() as session:
+        _lock_chain(session)  # no seal may slip in between counting the chain and signing its tip
+        events = session.scalar(select(func.count()).select_from(AuditEvent))
         tip = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
-        _sign_head(session, store, report.events, tip)
-        record_event(session, actor, "audit.head.reset", "audit", {"events": report.events})
+        _sign_head(session, store, events, tip)
+        record_event(session, actor, "audit.head.reset", "audit", {"events": events})
     seal(store)
     return head(store)
 
@@ -314,7 +366,7 @@ class ChainReport:
 
 def _walk(session: Session) -> tuple[int, str, int | None, str | None, dict]:
     """Recompute every hash in id order: (events, tip, first broken id, reason, covered rows' digests)."""
-    prev, count = GENESIS, 0
+    prev, count, forged = GENESIS, 0, None
     digests: dict[tuple[str, int], tuple[str, int]] = {}
     for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id)).yield_per(1000):
         count += 1
@@ -323,8 +375,14 @@ def _walk(session: Session) -> tuple[int, str, int | None, str | None, dict]:
         expected = _event_hash(prev, event.ts, event.actor, event.action, event.subject, event.payload)
         if event.hash != expected:
             return count, prev, event.id, "its content no longer matches its hash (the row was edited)", {}
-        _note_digest(digests, event.payload, event.id)
+        if event.action == FORGED:
+            forged = forged or event.id
+        else:
+            _note_digest(digests, event.payload, event.id)
         prev = event.hash
+    if forged is not None:
+        reason = "records an event written into the pending table outside clinalign (its signature did not hold)"
+        return count, prev, forged, reason, digests
     return count, prev, None, None, digests
 
 
@@ -346,10 +404,11 @@ def _check_rows(session: Session, digests: dict) -> tuple[int, int | None, str |
             if kind != table:
                 continue
             row = rows.pop(row_id, None)
+            event = f"event {event_id}" if event_id > 0 else f"pending event {-event_id}"
             if row is None:
-                return checked, event_id, f"{table} {row_id}, recorded by event {event_id}, was deleted"
+                return checked, event_id, f"{table} {row_id}, recorded by {event}, was deleted"
             if row_digest(row) != digest:
-                return checked, event_id, f"{table} {row_id} was changed after event {event_id} recorded it"
+                return checked, event_id, f"{table} {row_id} was changed after {event} recorded it"
             checked += 1
         if rows:
             row_id = min(rows)
@@ -366,12 +425,13 @@ def verify_chain(store: Store, kept_head: dict | None = None, check_head: bool =
         count, tip, broken, reason, digests = _walk(session)
         if reason is not None:
             return ChainReport(count, broken, reason, pending)
-        for row in session.execute(select(AuditPending.id, AuditPending.payload).order_by(AuditPending.id)):
-            _note_digest(digests, row.payload, -row.id)  # committed with its row, not yet sealed
+        for row in session.execute(select(AuditPending).order_by(AuditPending.id)).scalars():
+            if _as_chained(store, row)["action"] != FORGED:  # committed with its row, not yet sealed
+                _note_digest(digests, row.payload, -row.id)
         signed = session.get(AuditHead, 1)
         checked, at_fault, reason = _check_rows(session, digests)
     if reason is not None:
-        return ChainReport(count, at_fault, reason, pending, checked)
+        return ChainReport(count, at_fault if at_fault and at_fault > 0 else None, reason, pending, checked)
     if check_head and count and signed is None:
         reason = "the chain has no signed head (run `clinalign audit head --reset` once if this store predates them)"
     elif check_head and signed is not None:
@@ -388,14 +448,19 @@ def verify_chain(store: Store, kept_head: dict | None = None, check_head: bool =
 
 
 def _check_kept(store: Store, kept: dict) -> str | None:
-    """Whether the chain still holds a head exported earlier, at the same position."""
+    """Whether the chain still holds a head exported earlier (signed with this store's key), at the
+    same position."""
     try:
-        events, digest = int(kept["events"]), str(kept["hash"])
+        events, digest, mac = int(kept["events"]), str(kept["hash"]), str(kept["mac"])
     except (KeyError, TypeError, ValueError):
         return "the kept head is not a head exported by `clinalign audit head`"
+    if events < 0 or not hmac.compare_digest(mac, _head_mac(store, events, digest)):
+        return "the kept head's signature does not hold under this store's key (another store's head, or edited)"
+    if events == 0:
+        return None
     with store.reading() as session:
-        found = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id).offset(max(events - 1, 0)).limit(1))
-    if events > 0 and found != digest:
+        found = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id).offset(events - 1).limit(1))
+    if found != digest:
         return f"the chain no longer holds the kept head (event number {events}): it was rewritten or cut short"
     return None
 
@@ -495,14 +560,16 @@ class RunContext:
         if not local and (ref.startswith((".", "/")) or ref.count("/") > 1):
             raise ClinalignError(f"model not found: {ref} is not a folder")
         uri = str(path.resolve()) if local else ref
-        digest = sha256_path(path) if local else None
-        # An outside model enters the store once per content (a folder's hash; a hub id's name).
-        artifact = session.scalar(
-            select(Artifact).where(Artifact.kind == "external_model", Artifact.uri == uri, Artifact.sha256 == digest)
-        )
+        # An outside model enters the store once per content (a folder's hash; a hub id's name). A
+        # folder unchanged since it was hashed (same files, sizes and times) is not hashed again:
+        # real models are gigabytes.
+        stamp = stat_fingerprint(path) if local else None
+        known = session.scalars(select(Artifact).where(Artifact.kind == "external_model", Artifact.uri == uri))
+        artifact = next((a for a in known if a.meta.get("fingerprint") == stamp), None)
         if artifact is None:
-            source = "local folder" if local else "hugging face cache"
-            return self.use_external(session, "external_model", uri, digest, {"source": source}), uri
+            source = {"source": "local folder" if local else "hugging face cache", "fingerprint": stamp}
+            digest = sha256_path(path) if local else None
+            return self.use_external(session, "external_model", uri, digest, source), uri
         self.use(artifact.id)
         return artifact, uri
 
@@ -529,6 +596,18 @@ class RunContext:
 MODEL_KINDS = ("model", "external_model")
 
 
+def _begins_loop(session: Session, status: str, outputs: list[int]) -> bool:
+    """A run that continued no loop begins one when it succeeded and made something a stage reads
+    (an ingest's raw records); a failed run, or one whose output no stage takes (file-mode
+    de-identification), belongs to no loop."""
+    from clinalign.stages import STAGES
+
+    if status != "succeeded" or not outputs:
+        return False
+    read = {kind for stage in STAGES for kind in stage.reads}
+    return any(kind in read for kind in session.scalars(select(Artifact.kind).where(Artifact.id.in_(outputs))))
+
+
 def _made_by(kind: str) -> str:
     from clinalign.stages import made_by  # the stage table names the command
 
@@ -542,7 +621,8 @@ def track_run(
     """Record one stage run around the block; the run row survives a failure, with the error's type.
 
     The run continues ``loop_id`` when given; otherwise the loop of the first input it was given
-    explicitly, else the store's only loop; a run that took no input begins a loop of its own.
+    explicitly, else the store's only loop; a run that took no input begins a loop of its own when it
+    made something a stage reads (``_begins_loop``).
     """
     config_dict = config.model_dump(mode="json")
     with store.session() as session:
@@ -577,7 +657,7 @@ def track_run(
             run = session.get(Run, run_id)
             run.status, run.error, run.metrics = status, error, ctx.metrics
             run.finished_at, run.seconds = utcnow(), time.perf_counter() - started
-            run.loop_id = ctx.loop_id or run_id
+            run.loop_id = ctx.loop_id or (run_id if _begins_loop(session, status, ctx.outputs) else None)
             if status == "succeeded":
                 for artifact_id in ctx.inputs:
                     session.add(RunIO(run_id=run_id, artifact_id=artifact_id, direction="input"))

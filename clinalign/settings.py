@@ -113,7 +113,11 @@ def load_config(
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ClinalignError(f"--set expects key=value, got {item!r}")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ClinalignError(f"--set {key.strip()}: not a valid YAML value ({err.__class__.__name__})") from None
+        _set_dotted(data, key.strip(), value)
     try:
         return cls.model_validate(data)
     except ValidationError as err:

@@ -74,7 +74,7 @@ STAGES: tuple[Stage, ...] = (
         "configs/deidentify",
         ("source_file",),
         ("deidentified_file",),
-        "De-identify a JSONL file (--in/--out) without storing it.",
+        "De-identify a JSONL file (--in/--out): the file is not stored, the run is audited.",
         entry="run_file",
     ),
     Stage(
@@ -230,6 +230,8 @@ def run_stage(
     stage = BY_NAME[name]
     module = stage.load()
     if isinstance(config, BaseModel):
+        if config_path is not None or overrides:
+            raise TypeError("a built config takes no file or overrides: pass a mapping to merge them")
         built = config
     elif isinstance(config, Mapping):
         built = load_config(module.Config, config_path, list(overrides), base=dict(config))

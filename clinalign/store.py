@@ -352,6 +352,9 @@ class AuditPending(_EventBody, Base):
 
     __tablename__ = "audit_pending"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    mac: Mapped[str] = mapped_column(String(64), server_default="")
+    """HMAC of the event under the store's key: one written straight into the table has none that
+    holds, and is chained as evidence of that instead of as what it claims (``audit.seal``)."""
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -421,8 +424,9 @@ class Store:
 
     def __init__(self, engine: Engine, reader: Engine):
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._readers = sessionmaker(reader, expire_on_commit=False)
+        # ``info["store"]``: what records an audit event reaches the store's key through its session.
+        self._sessions = sessionmaker(engine, expire_on_commit=False, info={"store": self})
+        self._readers = sessionmaker(reader, expire_on_commit=False, info={"store": self})
         self._writer = _WriterQueue(engine.url)
         self._secret: bytes | None = None
 

@@ -119,3 +119,20 @@ def test_prioritise_scores_a_campaign_with_the_reward_model_and_the_queue_follow
     first = queue.claim_next(store, campaign, user)
     with store.reading() as session:
         assert session.get(Task, first.task_id).priority == max(priorities)
+
+
+def test_a_person_s_account_never_stands_in_for_a_simulated_rater(store, tmp_path):
+    import pytest
+
+    from clinalign import accounts
+    from clinalign.schemas import ClinalignError
+    from clinalign.stages import run_stage
+    from tests.web.seed import seed
+
+    candidates = seed(store, tmp_path, prompts=2)
+    with store.session() as session:
+        accounts.create_user(session, "sim-rater-2", "clinician", "a long passphrase", "test")
+    with pytest.raises(ClinalignError, match="'sim-rater-2' is a person's"):
+        run_stage("annotate", store, tmp_path, {"candidates": candidates})
+    with store.reading() as session:
+        assert session.scalar(select(Task.id)) is None  # the campaign it began was rolled back with it

@@ -203,6 +203,8 @@ def test_a_kept_head_proves_the_chain_was_not_rewritten_before_it(any_store: Sto
     assert not report.ok
     assert "kept head" in verify_chain(any_store, kept, check_head=False).reason
     assert "not a head" in verify_chain(any_store, {"nonsense": 1}, check_head=False).reason
+    moved = {**kept, "events": kept["events"] - 1}  # an edited copy no longer carries a valid signature
+    assert "signature does not hold" in verify_chain(any_store, moved, check_head=False).reason
 
 
 def _judged(store: Store, tmp_path: Path) -> int:
@@ -262,3 +264,27 @@ def test_a_judgement_written_outside_the_app_has_no_event(any_store: Store, tmp_
         session.flush()
         forged_id = forged.id
     assert f"judgement {forged_id} has no audit event" in _report(any_store).reason
+
+
+def test_an_event_written_into_the_pending_table_by_hand_cannot_vouch_for_an_edit(any_store: Store, tmp_path):
+    """Someone with the database but not the key edits a judgement and adds the event that would
+    vouch for it: the seal chains that event as evidence of a forgery, and verify names it."""
+    import json
+
+    from clinalign.store import Judgement
+
+    judgement = _judged(any_store, tmp_path)
+    seal(any_store)
+    with any_store.session() as session:
+        row = session.get(Judgement, judgement)
+        row.choice = {"A": "B", "B": "A"}[row.choice]
+        claim = json.dumps({"judgement": judgement, "choice": row.choice, "sha256": audit.row_digest(row)})
+        session.add(
+            AuditPending(ts="2026-12-01T00:00:00", actor="clin1", action="judgement.edit", subject="t", payload=claim)
+        )
+    seal(any_store)
+    report = _report(any_store)
+    assert not report.ok and "outside clinalign" in report.reason
+    with any_store.session() as session:
+        forged = session.scalar(select(AuditEvent).where(AuditEvent.action == audit.FORGED))
+        assert forged.id == report.first_broken and json.loads(forged.payload)["action"] == "judgement.edit"

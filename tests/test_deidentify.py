@@ -89,8 +89,11 @@ def test_file_mode_pseudonymises_ids_adds_spans_and_is_all_or_nothing(store, tmp
     rows = [json.loads(line) for line in target.open()]
     assert all("Maria" not in r["text"] for r in rows)
     assert rows[0]["id"] != rows[1]["id"] and rows[0]["patient_id"] == rows[1]["patient_id"] != "p1"
-    assert rows[0]["phi_spans"][0] == {"start": 4, "end": 17, "type": "NAME"}
-    first_name = rows[0]["text"].split(",")[0].removeprefix("Re: ").split()[0]
+    surrogate = rows[0]["text"].split(",")[0].removeprefix("Re: ")
+    assert rows[0]["phi_spans"][0] == {"start": 4, "end": 4 + len(surrogate), "type": "NAME"}  # in the new text
+    for row in rows:
+        assert all(0 <= s["start"] < s["end"] <= len(row["text"]) for s in row["phi_spans"])
+    first_name = surrogate.split()[0]
     assert rows[1]["text"].startswith(first_name)  # same patient, same surrogate
 
     bad = tmp_path / "bad.jsonl"

@@ -56,3 +56,16 @@ def test_database_url_from_either_variable(monkeypatch, tmp_path: Path):
     assert Settings().url == f"sqlite:///{tmp_path / 'clinalign.db'}"
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@h/db")
     assert Settings().url == "postgresql+psycopg://u@h/db"
+
+
+def test_a_bad_value_or_an_out_of_range_one_is_a_clear_error():
+    with pytest.raises(ClinalignError, match=r"--set test_fraction: not a valid YAML value"):
+        load_config(curate.Config, None, ["test_fraction=["])
+    with pytest.raises(ClinalignError, match="test_fraction"):
+        load_config(curate.Config, None, ["test_fraction=yes"])  # YAML's yes is 1.0: no test split left
+    from clinalign.annotate import panel
+
+    with pytest.raises(ClinalignError, match="overlap"):
+        load_config(panel.Config, None, ["overlap=0"])
+    with pytest.raises(ClinalignError, match="a name of its own"):
+        load_config(panel.Config, None, ['raters=[{name: a, noise: 1}, {name: a, noise: 2}]'])

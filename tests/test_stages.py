@@ -83,3 +83,15 @@ def test_a_failed_first_ingest_begins_no_loop(store, tmp_path):
         assert loops(session) == []
     with pytest.raises(ClinalignError, match="no raw_records in the store yet: run `clinalign ingest` first"):
         run_stage("deidentify", store, tmp_path, {})
+
+
+def test_file_mode_and_failed_runs_begin_no_loop(store, tmp_path):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"text": "Seen by Dr Maria Delgado on 03/04/2026."}) + "\n")
+    run_stage("ingest", store, tmp_path, {"path": str(_cases(tmp_path / "a.jsonl", "alpha"))})
+    run_stage("deidentify.file", store, tmp_path, {}, source=notes, target=tmp_path / "clean.jsonl")
+    with pytest.raises(ClinalignError):
+        run_stage("ingest", store, tmp_path, {"path": str(tmp_path / "missing.jsonl")})
+    with store.reading() as session:
+        assert len(loops(session)) == 1
+    run_stage("deidentify", store, tmp_path, {})  # nothing to name: the store still holds one loop

@@ -22,12 +22,12 @@ import random
 import re
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from clinalign import guardrails, progress
 from clinalign.annotate import campaigns, queue
-from clinalign.audit import RunContext, canonical_json, sha256_text
+from clinalign.audit import RunContext, canonical_json, row_digest, sha256_text
 from clinalign.schemas import AXES, ClinalignError, JudgementIn
 from clinalign.settings import StageConfig
 from clinalign.store import Candidate, Judgement, Prompt, Task, User
@@ -51,10 +51,10 @@ class Config(StageConfig):
     candidates: int | None = None
     """Artifact id of the candidates to pair; default: the loop's newest."""
 
-    pairs_per_prompt: int = 3
+    pairs_per_prompt: int = Field(default=3, ge=1)
     """Distinct candidate pairs per prompt that become tasks."""
 
-    overlap: int = 3
+    overlap: int = Field(default=3, ge=1, le=20)
     """Independent judgements wanted per task (raters per item)."""
 
     raters: list[RaterConfig] = [
@@ -66,10 +66,18 @@ class Config(StageConfig):
     ]
     """The simulated panel: clearly named, each with its own noise level."""
 
-    tie_band: float = 0.15
+    tie_band: float = Field(default=0.15, ge=0.0)
     """Perceived quality differences smaller than this are judged a tie."""
 
     seed: int = 11
+
+    @field_validator("raters")
+    @classmethod
+    def _distinct(cls, raters: list[RaterConfig]) -> list[RaterConfig]:
+        names = [r.name for r in raters]
+        if len(set(names)) != len(names):
+            raise ValueError("each simulated rater needs a name of its own")
+        return raters
 
 
 # --- the hidden rubric ---------------------------------------------------------------------------
@@ -179,13 +187,18 @@ def simulate_judgement(
 
 
 def _panel_users(session, raters: list[RaterConfig]) -> dict[str, User]:
+    """The simulated raters' accounts, made on first use, their profile as configured now. A real
+    account of the same name is refused: the queue would (rightly) keep it out of the panel's campaign."""
     users = {}
     for rater in raters:
         user = session.scalar(select(User).where(User.username == rater.name))
         if user is None:
-            user = User(username=rater.name, role="clinician", simulated=True, profile=rater.model_dump())
+            user = User(username=rater.name, role="clinician", simulated=True)
             session.add(user)
-            session.flush()
+        elif not user.simulated:
+            raise ClinalignError(f"an account named {rater.name!r} is a person's: name the simulated rater otherwise")
+        user.profile = rater.model_dump()
+        session.flush()
         users[rater.name] = user
     return users
 
@@ -234,12 +247,16 @@ def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         judgements = list(
             session.scalars(
-                select(Judgement).join(Task, Task.id == Judgement.task_id).where(Task.campaign_id == campaign.id)
+                select(Judgement)
+                .join(Task, Task.id == Judgement.task_id)
+                .where(Task.campaign_id == campaign.id)
+                .order_by(Judgement.id)
             )
         )
-        digest = sha256_text(
-            canonical_json([[j.task_id, j.user_id, j.choice, j.ratings_a, j.ratings_b] for j in judgements])
-        )
+        short = len(tasks) * config.overlap - len(judgements)
+        if short:  # cannot happen with distinct raters and overlap <= raters; never let it pass unseen
+            raise ClinalignError(f"the simulated panel left {short} judgements unmade")
+        digest = sha256_text(canonical_json([row_digest(j) for j in judgements]))
         ctx.produce(
             session,
             "judgements",

@@ -38,9 +38,10 @@ def audit_verify(
         where = f" at event {result.first_broken}" if result.first_broken else ""
         fail(f"audit check failed{where}: {result.reason}")
     waiting = f"; {result.pending} recorded since, not yet chained" if result.pending else ""
+    held = f"; the kept head ({kept_head['events']} events) is still held" if kept_head else ""
     console.print(
         f"audit chain intact: {result.events} events, signed head matches, "
-        f"{result.rows_checked} judgements and decisions match their events{waiting}"
+        f"{result.rows_checked} judgements and decisions match their events{held}{waiting}"
     )
 
 
@@ -93,13 +94,16 @@ def lineage(artifact_id: int = typer.Argument(..., help="Artifact id (see the re
 @app.command()
 def loops() -> None:
     """Every loop in the store: which stages ran in it, and what it made last."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from clinalign.store import Run
+    from clinalign.store import loops as found_loops
 
     table = Table("loop", "began", "runs", "stages (in order)", "last run", title="loops", title_justify="left")
     with open_store().reading() as session:
-        runs = list(session.scalars(select(Run).where(Run.loop_id.is_not(None)).order_by(Run.id)))
+        ids = found_loops(session)
+        runs = list(session.scalars(select(Run).where(Run.loop_id.in_(ids)).order_by(Run.id)))
+        outside = session.scalar(select(func.count()).select_from(Run).where(Run.loop_id.is_(None)))
     by_loop: dict[int, list] = {}
     for run in runs:
         by_loop.setdefault(run.loop_id, []).append(run)
@@ -114,3 +118,5 @@ def loops() -> None:
             f"{last.id} {last.stage} ({last.status})",
         )
     console.print(table)
+    if outside:
+        console.print(f"{outside} more run(s) in no loop: failed first ingests, file-mode de-identification")

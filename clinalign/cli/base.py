@@ -110,10 +110,16 @@ def open_store(existing: bool = True):
     from clinalign.store import Store
 
     url = Settings().url
-    where = make_url(url).render_as_string(hide_password=True)
-    hint = "pass --data-dir FOLDER (the demo prints its own), or set CLINALIGN_DATA_DIR or DATABASE_URL"
+    parsed = make_url(url)
+    where = parsed.render_as_string(hide_password=True)
+    hint = "point --data-dir (or CLINALIGN_DATA_DIR, or DATABASE_URL) at a store; the demo prints its own"
+    file = (
+        parsed.database
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+        else None
+    )
     try:
-        if existing and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        if existing and file is not None and not Path(file).is_file():
             fail(f"no clinalign store at {where}: {hint}")
         store = Store.open(url, migrate=False)
         if existing and "alembic_version" not in inspect(store.engine).get_table_names():

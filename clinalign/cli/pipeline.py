@@ -12,7 +12,7 @@ from clinalign.cli.base import ConfigOpt, LoopOpt, SetOpt, console, run, stage_c
 
 @stage_command("ingest")
 def ingest(
-    path: Path = typer.Argument(..., help="JSONL, CSV or Parquet file of cases."),
+    path: Path = typer.Argument(..., metavar="FILE", help="JSONL, CSV or Parquet file of cases."),
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
     loop: int | None = typer.Option(None, "--loop", help="Add these cases to a loop; default: begin a new one."),

@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections import defaultdict
 
+from pydantic import Field
 from sqlalchemy import select
 
 from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
@@ -36,19 +37,19 @@ class Config(StageConfig):
     max_chars: int = 4000
     """Prompts longer than this are dropped (they would be truncated by small models)."""
 
-    min_alpha_ratio: float = 0.5
+    min_alpha_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     """Share of letters among non-space characters; below it a prompt is mostly codes or noise."""
 
     require_reference: bool = True
     """Keep only cases with a reference answer: the rubric, SFT and evaluation need one."""
 
-    test_fraction: float = 0.2
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Share of each risk level held out for evaluation (stratified so emergencies appear in both)."""
 
     seed: int = 13
     """Seed of the split shuffle."""
 
-    near_duplicate_threshold: float | None = 0.8
+    near_duplicate_threshold: float | None = Field(default=0.8, gt=0.0, le=1.0)
     """Jaccard similarity of character 5-gram shingles above which a prompt is a near-duplicate of an earlier one
     (re-sent messages with a word changed); ``null`` turns the search off."""
 

@@ -98,10 +98,11 @@ def detect(text: str, config: Config) -> list[phi.Span]:
     return spans
 
 
-def replace(text: str, spans: list[phi.Span], surrogates: Surrogates | None) -> str:
-    """Apply one Presidio operator per span: a tag, or this patient's surrogate."""
+def replace(text: str, spans: list[phi.Span], surrogates: Surrogates | None) -> tuple[str, list[phi.Span]]:
+    """Apply one Presidio operator per span: a tag, or this patient's surrogate. Returns the new text
+    and where the replacements stand in it (never where the PHI stood: that would tell its length)."""
     if not spans:
-        return text
+        return text, []
     from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
 
     results = [RecognizerResult(s.type, s.start, s.end, 1.0) for s in spans]
@@ -111,7 +112,9 @@ def replace(text: str, spans: list[phi.Span], surrogates: Surrogates | None) -> 
             operators[kind] = OperatorConfig("custom", {"lambda": lambda value, k=kind: tag(k, value)})
         else:
             operators[kind] = OperatorConfig("custom", {"lambda": lambda value, k=kind: surrogates(k, value)})
-    return _anonymizer().anonymize(text=text, analyzer_results=results, operators=operators).text
+    result = _anonymizer().anonymize(text=text, analyzer_results=results, operators=operators)
+    placed = [phi.Span(item.start, item.end, item.entity_type, "replacement") for item in result.items]
+    return result.text, sorted(placed, key=lambda s: s.start)
 
 
 def _secret() -> str:
@@ -128,10 +131,10 @@ def pseudonym(key: bytes, value: str, prefix: str = "case") -> str:
 
 
 def deidentify_text(text: str, config: Config, surrogates: Surrogates | None) -> tuple[str, list[phi.Span]]:
+    """The text with its PHI replaced, and where each replacement stands in it (with its PHI type)."""
     if len(text) > config.max_chars:
         raise ClinalignError(f"longer than {config.max_chars} characters")
-    spans = detect(text, config)
-    return replace(text, spans, surrogates), spans
+    return replace(text, detect(text, config), surrogates)
 
 
 def _where(raw: RawRecord) -> str:
@@ -278,7 +281,7 @@ def run(ctx: RunContext, config: Config) -> dict:
 def run_file(ctx: RunContext, config: Config, source: Path, target: Path) -> dict:
     """File mode: every field of every line de-identified by its name (``fields.py``): ``text`` and
     other strings scanned, identifier fields replaced whole, ids pseudonymised, ``keep`` kept, anything
-    else dropped; ``phi_spans`` (offsets in ``text``) added.
+    else dropped; ``phi_spans`` added: where each replacement stands in the new ``text``.
 
     All or nothing: the output is written to a temporary file and renamed only when every line passed.
     ``patient_id``, when present, keys the surrogates so one patient's notes stay consistent. The figures

@@ -38,10 +38,11 @@ def test_a_killed_server_loses_no_acknowledged_judgement(tmp_path):
 
     try:
         asyncio.run(scenario())
-    finally:
-        if "server" in restarted:
-            restarted["server"].terminate()
-            restarted["server"].wait(timeout=30)
+    finally:  # whatever failed, no server outlives the test
+        for process in (server, restarted.get("server")):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
     judged, over = stored(url, campaign)
     assert restarted["acked_before_kill"] > 20 and len(tally.acked) > restarted["acked_before_kill"]  # work went on
     assert tally.acked <= judged  # every acknowledged judgement is in the database

@@ -1,4 +1,5 @@
-"""loops, the signed audit head, rejected raw records, hashed sign-in names, clinicians' originals
+"""loops, the signed audit head and signed pending events, rejected raw records, hashed sign-in names,
+clinicians' originals
 
 Revision ID: 0005
 Revises: 0004
@@ -31,6 +32,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
 
+    # Events left pending by a server stopped before this upgrade carry no signature: the next seal
+    # chains them as unsigned evidence, which `audit verify` then names.
+    with op.batch_alter_table("audit_pending", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("mac", sa.String(length=64), server_default="", nullable=False))
+
     with op.batch_alter_table("raw_record", schema=None) as batch_op:
         batch_op.add_column(sa.Column("status", sa.String(length=20), server_default="quarantined", nullable=False))
         batch_op.add_column(sa.Column("rejected_reason", sa.String(length=500), nullable=True))
@@ -59,6 +65,8 @@ def downgrade() -> None:
     with op.batch_alter_table("raw_record", schema=None) as batch_op:
         batch_op.drop_column("rejected_reason")
         batch_op.drop_column("status")
+    with op.batch_alter_table("audit_pending", schema=None) as batch_op:
+        batch_op.drop_column("mac")
     op.drop_table("audit_head")
     with op.batch_alter_table("run", schema=None) as batch_op:
         batch_op.drop_constraint("fk_run_loop_id_run", type_="foreignkey")
