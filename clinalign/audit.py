@@ -538,10 +538,15 @@ class RunContext:
     def model(self, session: Session, ref: str | None, default: Artifact | None = None) -> tuple[Artifact, str]:
         """A model to load, as (artifact, path or hub id), declared read.
 
-        ``ref`` is an artifact id, a local Hugging Face model folder, or a hub id already in the local
-        cache; None takes ``default`` (a model the caller found by lineage), else the loop's newest
-        trained model.
+        ``ref`` is an artifact id, a bundled model's name (``smollm2``: ``bundled.py``), a local Hugging
+        Face model folder, or a hub id already in the local cache; None takes ``default`` (a model the
+        caller found by lineage), else the loop's newest trained model.
         """
+        from clinalign import bundled
+
+        if ref in bundled.BUNDLED:
+            model = bundled.BUNDLED[ref]
+            return self._outside_model(session, str(bundled.folder(model)), model.meta())
         if ref is None:
             artifact = default or self.input(session, "model", None)
         elif ref.isdigit():
@@ -554,7 +559,7 @@ class RunContext:
         self.use(artifact.id)
         return artifact, artifact.uri
 
-    def _outside_model(self, session: Session, ref: str) -> tuple[Artifact, str]:
+    def _outside_model(self, session: Session, ref: str, about: dict | None = None) -> tuple[Artifact, str]:
         path = Path(ref)
         local = path.exists()
         if not local and (ref.startswith((".", "/")) or ref.count("/") > 1):
@@ -567,9 +572,9 @@ class RunContext:
         known = session.scalars(select(Artifact).where(Artifact.kind == "external_model", Artifact.uri == uri))
         artifact = next((a for a in known if a.meta.get("fingerprint") == stamp), None)
         if artifact is None:
-            source = {"source": "local folder" if local else "hugging face cache", "fingerprint": stamp}
+            meta = {"source": "local folder" if local else "hugging face cache", **(about or {}), "fingerprint": stamp}
             digest = sha256_path(path) if local else None
-            return self.use_external(session, "external_model", uri, digest, source), uri
+            return self.use_external(session, "external_model", uri, digest, meta), uri
         self.use(artifact.id)
         return artifact, uri
 
