@@ -31,6 +31,7 @@ CROSS_CUTTING = {
     "progress",
     "lm",
     "embed",
+    "bundled",
     "plots",
     "accounts",
 }

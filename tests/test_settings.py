@@ -68,4 +68,4 @@ def test_a_bad_value_or_an_out_of_range_one_is_a_clear_error():
     with pytest.raises(ClinalignError, match="overlap"):
         load_config(panel.Config, None, ["overlap=0"])
     with pytest.raises(ClinalignError, match="a name of its own"):
-        load_config(panel.Config, None, ['raters=[{name: a, noise: 1}, {name: a, noise: 2}]'])
+        load_config(panel.Config, None, ["raters=[{name: a, noise: 1}, {name: a, noise: 2}]"])
