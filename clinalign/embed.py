@@ -17,7 +17,10 @@ from functools import cache
 def _encoder(path: str):
     from transformers import AutoModel, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:  # a causal LM used as an encoder (a policy's own architecture)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, AutoModel.from_pretrained(path).eval()
 
 
 def default_path() -> str:
@@ -27,20 +30,23 @@ def default_path() -> str:
 
 
 def embed(texts: list[str], path: str, batch_size: int = 64):
-    """Unit-length mean-pooled embeddings, one row per text."""
+    """Unit-length mean-pooled embeddings, one row per text. Texts are batched by length (less padding
+    to compute) and returned in the order given."""
     import torch
 
     tokenizer, model = _encoder(path)
-    rows = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    rows = torch.empty(len(texts), model.config.hidden_size)
     with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
             batch = tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                [texts[i] for i in chunk], padding=True, truncation=True, max_length=256, return_tensors="pt"
             )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"][..., None]
-            rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-    return torch.cat(rows) if rows else torch.empty(0, 384)
+            rows[chunk] = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    return rows
 
 
 def nearest_labels(queries: list[str], examples: list[str], labels: list[str], path: str, k: int = 5) -> list[str]:

@@ -1,18 +1,25 @@
-"""Evaluate a tuned policy against its baseline on the held-out split: safety first, then accuracy.
+"""Evaluate a tuned policy against the models it came from, on the held-out split: safety first, then
+accuracy, every figure with its n and a 95% interval (``stats.py``).
 
-Reads: the test split of a prompt set; the policy and baseline models; the reward model; a
+Reads: the test split of a prompt set; the policy and every model between it and its baseline in its
+lineage (the base, then each tuning step: SmolLM2, then SFT, then DPO); the reward model; a
 multiple-choice set (bundled by default).
 Writes: ``eval.json`` with every figure and sample answers; artifact ``eval_report``.
 
-Figures, each for the baseline ("before") and the policy ("after"):
+Figures, for each model:
 
-* reward-model win rate of the policy's answers over the baseline's on the same prompts;
-* red-flag escalation rate: share of answers to emergency prompts that send the reader to
-  emergency care (``guardrails.escalates``);
-* personalised-prescribing rate over all answers;
-* unsafe-variant preference rate: how often the model gives a known unsafe variant a higher
-  per-token likelihood than the reference answer;
-* multiple-choice accuracy by per-token log-likelihood of each option.
+* red-flag escalation rate: share of answers to emergency prompts that send the reader to emergency
+  care (``guardrails.escalates``), and over-escalation: the same on routine prompts, where it is a harm
+  of its own (an ambulance for a cold): a model that escalates everything does not pass for a safe one;
+* personalised-prescribing and dismissive-language rates over all answers;
+* unsafe-variant preference rate: how often the model gives a known unsafe variant a higher per-token
+  likelihood than the reference answer;
+* multiple-choice accuracy by per-token log-likelihood of each option's text (not of its letter,
+  which small models answer below chance);
+* the reward model's mean aggregate and per-axis scores, and its ensemble spread on these answers;
+* the policy's reward-model win rate over the baseline on the same prompts.
+
+Answers are decoded greedily by default: the model's most likely answer, the same on every run.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from clinalign import guardrails, lm, phi, progress
+from clinalign import guardrails, lm, phi, progress, reward_model, stats
 from clinalign.audit import MODEL_KINDS, RunContext, ancestor, record_event
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
@@ -39,7 +46,12 @@ class Config(StageConfig):
     """Policy to evaluate: artifact id, folder or cached hub id; default: the loop's newest policy."""
 
     baseline: str | None = None
-    """Baseline to compare with; default: the model the policy was tuned from (by lineage)."""
+    """Baseline to compare with; default: the first model of the policy's lineage (the base it was
+    tuned from, through every step), so the figures say what the whole loop changed."""
+
+    steps: bool = True
+    """Also evaluate every model between the baseline and the policy (the SFT step before DPO), so the
+    report says what each step moved."""
 
     reward_model: int | None = None
     """Artifact id of the reward model that judges the win rate; default: the loop's newest."""
@@ -55,18 +67,21 @@ class Config(StageConfig):
     mcq_limit: int | None = None
     """Use only the first N items (large benchmarks on a CPU)."""
 
-    samples_per_prompt: int = 2
-    max_new_tokens: int = 72
-    temperature: float = 0.7
+    samples_per_prompt: int = 1
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    """0: greedy decoding (one answer per prompt); above 0, ``samples_per_prompt`` sampled answers."""
+
+    batch_size: int = 16
     seed: int = 5
 
 
-def _baseline(session, policy: Artifact) -> Artifact:
-    """The model the policy was tuned from: its baseline by construction."""
-    parent = ancestor(session, policy, MODEL_KINDS)
-    if parent is None:
-        raise ClinalignError(f"artifact {policy.id} has no model in its lineage: pass --set baseline=...")
-    return parent
+def _chain(session, policy: Artifact) -> list[Artifact]:
+    """The policy and every model it was tuned from, newest first, back to the first."""
+    chain = [policy]
+    while (parent := ancestor(session, chain[-1], MODEL_KINDS)) is not None:
+        chain.append(parent)
+    return chain
 
 
 def _mcq_item(row: dict, where: str) -> dict:
@@ -135,51 +150,115 @@ def _scrubbed(prompt: Prompt) -> EvalPrompt:
     )
 
 
-def _model_figures(loaded: lm.LoadedLM, test: list[EvalPrompt], mcq: list[dict], config: Config, label: str) -> dict:
+def _answers(loaded: lm.LoadedLM, test: list[EvalPrompt], config: Config, label: str, advance) -> list[list[str]]:
     answers = []
+    for start in range(0, len(test), config.batch_size):
+        batch = test[start : start + config.batch_size]
+        n = config.samples_per_prompt if config.temperature else 1
+        answers += lm.sample(
+            loaded, [p.text for p in batch], n, config.max_new_tokens, config.temperature, 0.95, config.seed + start
+        )
+        advance(len(batch))
+    return answers
+
+
+def _rate(check, answers: list[str]) -> dict:
+    return stats.proportion(sum(map(check, answers)), len(answers))
+
+
+def _model_figures(loaded: lm.LoadedLM, test: list[EvalPrompt], mcq: list[dict], config: Config, label: str) -> dict:
+    """Every figure of one model that does not need the reward model, and its answers."""
     with progress.task(f"evaluate {label}", len(test) + len(mcq)) as advance:
-        for p in test:
-            answers.append(
-                lm.sample(
-                    loaded,
-                    [p.text],
-                    config.samples_per_prompt,
-                    config.max_new_tokens,
-                    config.temperature,
-                    0.95,
-                    config.seed,
-                )[0]
-            )
-            advance(1)
+        answers = _answers(loaded, test, config, label, advance)
+        # Every likelihood this model is asked for, in one batched pass: references and their unsafe
+        # variants, and each multiple-choice option.
+        graded = [p for p in test if p.reference and p.variants]
+        texts = [(p.text, t) for p in graded for t in (p.reference, *(v["text"] for v in p.variants))]
+        texts += [(item["question"], option) for item in mcq for option in item["options"]]
+        scores = iter(lm.answer_logprobs(loaded, texts, config.batch_size))
         unsafe_wins = unsafe_total = 0
-        for p in test:
-            if p.reference and p.variants:
-                ref = lm.answer_logprob(loaded, p.text, p.reference)
-                for v in p.variants:
-                    unsafe_total += 1
-                    unsafe_wins += lm.answer_logprob(loaded, p.text, v["text"]) > ref
+        for p in graded:
+            ref = next(scores)
+            for _ in p.variants:
+                unsafe_total += 1
+                unsafe_wins += next(scores) > ref
         correct = 0
         for item in mcq:
-            scores = [lm.answer_logprob(loaded, item["question"], option) for option in item["options"]]
-            correct += max(range(len(scores)), key=scores.__getitem__) == item["answer"]
-            advance(1)
-    emergency = [a for p, group in zip(test, answers, strict=True) if p.risk == "emergency" for a in group]
+            options = [next(scores) for _ in item["options"]]
+            correct += max(range(len(options)), key=options.__getitem__) == item["answer"]
+        advance(len(mcq))
+    by_risk = {
+        risk: [a for p, group in zip(test, answers, strict=True) if p.risk == risk for a in group]
+        for risk in ("emergency", "routine")
+    }
     flat = [a for group in answers for a in group]
     return {
         "answers": answers,
-        "red_flag_escalation_rate": sum(map(guardrails.escalates, emergency)) / len(emergency) if emergency else None,
-        "personalised_prescribing_rate": sum(map(guardrails.personalised_prescribing, flat)) / len(flat),
-        "unsafe_variant_preference_rate": unsafe_wins / unsafe_total if unsafe_total else None,
-        "mcq_accuracy": correct / len(mcq) if mcq else None,
+        "red_flag_escalation_rate": _rate(guardrails.escalates, by_risk["emergency"]),
+        "over_escalation_rate": _rate(guardrails.escalates, by_risk["routine"]),
+        "personalised_prescribing_rate": _rate(guardrails.personalised_prescribing, flat),
+        "dismissive_rate": _rate(guardrails.dismissive, flat),
+        "unsafe_variant_preference_rate": stats.proportion(unsafe_wins, unsafe_total),
+        "mcq_accuracy": stats.proportion(correct, len(mcq)),
     }
+
+
+def _reward_figures(scorer: reward_model.RewardModel, test: list[EvalPrompt], figures: dict, keys: list[str]) -> dict:
+    """The reward model's view of every model's answers, and the policy's win rate over the baseline."""
+    pairs = [(p.text, a) for key in keys for p, group in zip(test, figures[key]["answers"], strict=True) for a in group]
+    scores = scorer.score(pairs)
+    per_model = len(pairs) // len(keys)
+    per_prompt = {}
+    for m, key in enumerate(keys):
+        part = slice(m * per_model, (m + 1) * per_model)
+        total = scores.aggregate[part]
+        figures[key]["reward"] = stats.mean(total)
+        figures[key]["reward_axes"] = {axis: float(values[part].mean()) for axis, values in scores.axes.items()}
+        figures[key]["reward_spread"] = float(scores.spread[part].mean())
+        k = per_model // len(test)
+        per_prompt[key] = total.reshape(len(test), k).mean(axis=1)
+    before, after = per_prompt[keys[0]], per_prompt[keys[-1]]
+    wins = float((after > before).sum() + 0.5 * (after == before).sum())
+    return stats.proportion(wins, len(test))
+
+
+METRICS = (
+    "red_flag_escalation_rate",
+    "over_escalation_rate",
+    "personalised_prescribing_rate",
+    "dismissive_rate",
+    "unsafe_variant_preference_rate",
+    "mcq_accuracy",
+    "reward",
+)
+
+
+def _models(session, ctx: RunContext, config: Config) -> list[dict]:
+    """The models to evaluate, oldest first: the baseline, each step between (``steps``), the policy."""
+    policy, _ = ctx.model(session, config.policy)
+    chain = _chain(session, policy)
+    if config.baseline is not None:
+        baseline, _ = ctx.model(session, config.baseline)
+        ids = [a.id for a in chain]
+        chain = chain[: ids.index(baseline.id) + 1] if baseline.id in ids else [policy, baseline]
+    if len(chain) < 2:
+        raise ClinalignError(f"artifact {policy.id} has no model in its lineage: pass --set baseline=...")
+    if not config.steps:
+        chain = [chain[0], chain[-1]]
+    models = []
+    for position, artifact in enumerate(reversed(chain)):
+        ctx.use(artifact.id)
+        algo = artifact.meta.get("algo") or artifact.meta.get("title") or "base"
+        key = "before" if position == 0 else "after" if position == len(chain) - 1 else f"{algo}-{position}"
+        models.append({"key": key, "label": algo, "artifact": artifact.id, "path": artifact.uri})
+    return models
 
 
 def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
-        policy_art, policy_path = ctx.model(session, config.policy)
-        baseline_default = None if config.baseline else _baseline(session, policy_art)
-        baseline_art, baseline_path = ctx.model(session, config.baseline, baseline_default)
-        descends = None if config.prompt_set else ancestor(session, policy_art, ("prompt_set",))
+        models = _models(session, ctx, config)
+        policy = session.get(Artifact, models[-1]["artifact"])
+        descends = None if config.prompt_set else ancestor(session, policy, ("prompt_set",))
         prompt_set = descends or ctx.input(session, "prompt_set", config.prompt_set)
         ctx.use(prompt_set.id)
         test = [_scrubbed(p) for p in prompts(session, prompt_set.sha256, "test")]
@@ -187,47 +266,22 @@ def run(ctx: RunContext, config: Config) -> dict:
     if not test:
         raise ClinalignError("the prompt set has no test split to evaluate on")
     mcq = read_mcq(config.mcq)[: config.mcq_limit]
-    figures = {}
-    for label, path in (("before", baseline_path), ("after", policy_path)):
-        figures[label] = _model_figures(lm.load(path), test, mcq, config, label)
-    pairs = [
-        (p.text, a)
-        for label in ("before", "after")
-        for p, group in zip(test, figures[label]["answers"], strict=True)
-        for a in group
-    ]
-    scores = lm.reward_scores(reward_art.uri, pairs)
-    k = config.samples_per_prompt
-    half = len(scores) // 2
-    wins = 0.0
-    for i in range(len(test)):
-        before = sum(scores[i * k : (i + 1) * k]) / k
-        after = sum(scores[half + i * k : half + (i + 1) * k]) / k
-        wins += 1.0 if after > before else 0.5 if after == before else 0.0
+    figures = {m["key"]: _model_figures(lm.load(m["path"]), test, mcq, config, m["label"]) for m in models}
+    keys = [m["key"] for m in models]
+    win_rate = _reward_figures(reward_model.load(reward_art.uri), test, figures, keys)
     summary = {
         "test_prompts": len(test),
-        "mcq_items": len(mcq),
-        "reward_win_rate": wins / len(test),
-        "mean_reward": {"before": sum(scores[:half]) / half, "after": sum(scores[half:]) / half},
-        **{
-            metric: {label: figures[label][metric] for label in ("before", "after")}
-            for metric in (
-                "red_flag_escalation_rate",
-                "personalised_prescribing_rate",
-                "unsafe_variant_preference_rate",
-                "mcq_accuracy",
-            )
-        },
-        "models": {"before": baseline_art.id, "after": policy_art.id, "reward": reward_art.id},
+        "by_risk": {risk: sum(p.risk == risk for p in test) for risk in ("emergency", "urgent", "routine")},
+        "mcq": {"set": config.mcq.name, "items": len(mcq)},
+        "models": [{k: m[k] for k in ("key", "label", "artifact")} for m in models],
+        "reward_model": reward_art.id,
+        "reward_win_rate": win_rate,
+        **{metric: {key: figures[key][metric] for key in keys} for metric in METRICS},
+        "reward_axes": {key: figures[key]["reward_axes"] for key in keys},
+        "reward_spread": {key: figures[key]["reward_spread"] for key in keys},
     }
     samples = [
-        {
-            "prompt_id": p.id,
-            "risk": p.risk,
-            "prompt": p.text,
-            "before": figures["before"]["answers"][i][0],
-            "after": figures["after"]["answers"][i][0],
-        }
+        {"prompt_id": p.id, "risk": p.risk, "prompt": p.text, **{key: figures[key]["answers"][i][0] for key in keys}}
         for i, p in enumerate(test)
     ]
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,9 +289,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     path.write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))
     with ctx.store.session() as session:
         art = ctx.produce_path(session, "eval_report", path, summary)
-        record_event(
-            session, "system", "evaluate", f"artifact:{art.id}", {"reward_win_rate": summary["reward_win_rate"]}
-        )
+        record_event(session, "system", "evaluate", f"artifact:{art.id}", {"reward_win_rate": win_rate["value"]})
     log.info("evaluation: %s", summary)
     ctx.metrics.update(summary)
     return ctx.metrics

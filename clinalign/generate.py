@@ -10,7 +10,10 @@ residual PHI scan (``phi.scrub``); what it finds is tagged and counted in the ru
 from __future__ import annotations
 
 import logging
+import random
 from typing import Literal
+
+from pydantic import Field
 
 from clinalign import lm, phi, progress
 from clinalign.audit import RunContext, canonical_json, record_event, sha256_text
@@ -30,7 +33,10 @@ class Config(StageConfig):
     splits: list[Literal["train", "test"]] = ["train", "test"]
     """Which splits get candidates (the test split's judgements measure the reward model)."""
 
-    n_candidates: int = 4
+    prompts_per_split: int | None = Field(default=None, ge=1)
+    """At most this many prompts of each split get candidates (a seeded sample); null: all of them."""
+
+    n_candidates: int = Field(default=2, ge=1)
     """Sampled answers per prompt; pairs of them become annotation tasks."""
 
     max_new_tokens: int = 72
@@ -46,7 +52,12 @@ def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         prompt_set = ctx.input(session, "prompt_set", config.prompt_set)
         model_art, model_path = ctx.model(session, config.model)
-        items = [p for split in config.splits for p in prompts(session, prompt_set.sha256, split)]
+        items = []
+        for split in config.splits:
+            found = prompts(session, prompt_set.sha256, split)
+            if config.prompts_per_split is not None and len(found) > config.prompts_per_split:
+                found = sorted(random.Random(config.seed).sample(found, config.prompts_per_split), key=lambda p: p.id)
+            items += found
     loaded = lm.load(model_path)
     rows: list[Candidate] = []
     residual = {"prompts": 0, "answers": 0}  # the residual PHI scan, on what goes into and out of the model

@@ -3,7 +3,8 @@
 Reads: a model folder or cached hub id.  Writes: nothing (answers and scores are returned).
 
 Shared by ``generate`` and ``evaluate`` (and later ``serve``), so that every stage prompts a model
-the same way: the prompt is the user turn of the tokenizer's chat template.
+the same way: the prompt is the user turn of the tokenizer's chat template. (Reward models have their
+own module: ``reward_model.py``.)
 """
 
 from __future__ import annotations
@@ -59,17 +60,21 @@ def _prompt_ids(lm: LoadedLM, prompts: list[str]):
 def sample(
     lm: LoadedLM, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float, seed: int
 ) -> list[list[str]]:
-    """``n`` sampled answers for each prompt (one batch: callers pass a batch-sized list)."""
+    """``n`` sampled answers for each prompt (one batch: callers pass a batch-sized list); temperature 0
+    decodes greedily (one answer per prompt: the model's most likely, reproducible)."""
     import torch
 
+    greedy = temperature == 0
+    if greedy and n != 1:
+        raise ClinalignError("greedy decoding (temperature 0) gives one answer per prompt: ask for 1")
     torch.manual_seed(seed)
     batch = _prompt_ids(lm, prompts)
+    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p}
     with torch.no_grad():
         out = lm.model.generate(
             **batch,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
+            do_sample=not greedy,
+            **sampling,
             max_new_tokens=max_new_tokens,
             num_return_sequences=n,
             pad_token_id=lm.tokenizer.pad_token_id,
@@ -79,41 +84,37 @@ def sample(
     return [answers[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
-def answer_logprob(lm: LoadedLM, prompt: str, answer: str) -> float:
-    """Mean log-probability per token of ``answer`` as the assistant's reply to ``prompt``.
+def answer_logprobs(lm: LoadedLM, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[float]:
+    """Mean log-probability per token of each ``answer`` as the assistant's reply to its ``prompt``.
 
     Length-normalised so that short and long answers compare fairly (as in multiple-choice
-    log-likelihood scoring of LM evaluation harnesses).
+    log-likelihood scoring of LM evaluation harnesses). Scored in batches of similar length.
     """
     import torch
 
     tokenizer = lm.tokenizer
-    messages = [{"role": "user", "content": prompt}]
-    prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
-    prefix_len = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-    ids = tokenizer(full, return_tensors="pt", add_special_tokens=False)["input_ids"].to(lm.model.device)
-    with torch.no_grad():
-        logits = lm.model(ids).logits[0, :-1].float()
-    targets = ids[0, 1:]
-    logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
-    answer_part = logprobs[prefix_len - 1 :]
-    return float(answer_part.mean()) if answer_part.numel() else -math.inf
-
-
-def reward_scores(folder: str, pairs: list[tuple[str, str]]) -> list[float]:
-    """Scalar reward for each (prompt, answer), through the reward model's own chat template."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    scores = []
-    with torch.no_grad():
-        for prompt, answer in pairs:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False
-            )
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=384)
-            scores.append(float(model(**ids).logits[0, 0]))
-    return scores
+    encoded = []
+    for prompt, answer in pairs:
+        messages = [{"role": "user", "content": prompt}]
+        prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        encoded.append((ids, len(tokenizer(prefix, add_special_tokens=False)["input_ids"])))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    result = [-math.inf] * len(encoded)
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(encoded[i][0]) for i in chunk)
+        ids = torch.tensor(
+            [encoded[i][0] + [pad] * (width - len(encoded[i][0])) for i in chunk], device=lm.model.device
+        )
+        mask = torch.tensor([[1] * len(encoded[i][0]) + [0] * (width - len(encoded[i][0])) for i in chunk])
+        with torch.no_grad():
+            logits = lm.model(ids, attention_mask=mask.to(lm.model.device)).logits[:, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None])[..., 0].cpu()
+        for row, i in enumerate(chunk):
+            length, prefix = len(encoded[i][0]), encoded[i][1]
+            answer_part = logprobs[row, prefix - 1 : length - 1]
+            result[i] = float(answer_part.mean()) if answer_part.numel() else -math.inf
+    return result

@@ -73,15 +73,64 @@ def agreement_plot(agreement: dict, rm_accuracy: float | None = None) -> str:
     return png(fig)
 
 
-def before_after_plot(summary: dict, labels: dict[str, str]) -> str:
+MODEL_COLOURS = ("#a0aec0", "#63b3ed", "#2b6cb0", "#1a365d")
+
+
+def models_plot(summary: dict, labels: dict[str, str]) -> str:
+    """Each rate for each model of the lineage, with its 95% interval as an error bar."""
     plt = _pyplot()
-    metrics = [m for m in labels if summary[m]["before"] is not None]
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    xs = range(len(metrics))
-    ax.bar([x - 0.2 for x in xs], [summary[m]["before"] for m in metrics], width=0.4, label="before", color="#a0aec0")
-    ax.bar([x + 0.2 for x in xs], [summary[m]["after"] for m in metrics], width=0.4, label="after", color="#2b6cb0")
-    ax.set_xticks(list(xs), [labels[m] for m in metrics], rotation=12, fontsize=8)
+    models = summary["models"]
+    metrics = [m for m in labels if any(summary[m][x["key"]]["value"] is not None for x in models)]
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        figures = [summary[m][model["key"]] for m in metrics]
+        values = [f["value"] or 0.0 for f in figures]
+        errors = [
+            [v - (f["low"] if f["low"] is not None else v) for v, f in zip(values, figures, strict=True)],
+            [(f["high"] if f["high"] is not None else v) - v for v, f in zip(values, figures, strict=True)],
+        ]
+        xs = [x + (i - (len(models) - 1) / 2) * width for x in range(len(metrics))]
+        last = i == len(models) - 1
+        colour = MODEL_COLOURS[0] if i == 0 else MODEL_COLOURS[-1] if last else MODEL_COLOURS[1 + (i - 1) % 2]
+        ax.bar(xs, values, width=width, yerr=errors, capsize=2, label=model["label"], color=colour)
+    ax.set_xticks(range(len(metrics)), [labels[m] for m in metrics], rotation=12, fontsize=8)
     ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Before and after preference tuning (held-out prompts)")
+    ax.legend(fontsize=8)
+    ax.set_title("Held-out prompts, each model of the lineage (bars: 95% intervals)")
+    return png(fig)
+
+
+def reliability_plot(curve: list[dict]) -> str:
+    """Predicted probability against the observed frequency, per bin; the diagonal is perfect calibration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ax.plot([0, 1], [0, 1], color="#a0aec0", linewidth=1)
+    ax.scatter(
+        [b["predicted"] for b in curve],
+        [b["observed"] for b in curve],
+        s=[12 + 3 * b["n"] for b in curve],
+        color="#2b6cb0",
+    )
+    ax.set_xlabel("predicted P(A preferred)")
+    ax.set_ylabel("observed share preferring A")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Reward model calibration")
+    return png(fig)
+
+
+def axis_accuracy_plot(axis_accuracy: dict, overall: float | None) -> str:
+    """Held-out pairwise accuracy of each axis head, beside the aggregate's."""
+    plt = _pyplot()
+    names = [a for a, f in axis_accuracy.items() if f["accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(names, [axis_accuracy[a]["accuracy"] for a in names], color="#2f855a")
+    if overall is not None:
+        ax.axhline(overall, color="#2b6cb0", linestyle="--", label=f"aggregate ({overall:.2f})")
+        ax.legend(fontsize=8)
+    ax.axhline(0.5, color="#a0aec0", linewidth=0.8)
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_title("Reward model accuracy per axis (held out)")
     return png(fig)

@@ -142,6 +142,7 @@ ERROR_TAG_LABELS: dict[str, str] = {
     "factually_incorrect": "Factually incorrect",
     "omits_contraindication": "Omits a critical contraindication",
     "misses_red_flag_escalation": "Misses red-flag escalation",
+    "unnecessary_escalation": "Escalates what is not urgent",
     "personalised_prescribing": "Unsafe or personalised prescribing",
     "hallucinated_reference": "Hallucinated reference",
     "overconfident": "Overconfident",

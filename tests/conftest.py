@@ -76,13 +76,22 @@ def ingest_bundled(store: Store, data_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def loop(tmp_path_factory) -> Path:
-    """One miniature run of the whole loop (``clinalign demo --quick``), shared by the tests that
-    check its outputs: about half a minute on two cores."""
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny Llama-architecture model with a tokenizer trained on the bundled cases (random weights)."""
+    from tests.tiny_model import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory, tiny_model) -> Path:
+    """One miniature run of the whole loop (``clinalign demo`` on the tiny model), shared by the tests
+    that check its outputs: about a minute on two cores."""
     from clinalign import demo
+    from tests.tiny_model import TINY_LOOP
 
     workspace = tmp_path_factory.mktemp("loop") / "demo"
-    demo.run(workspace, quick=True)
+    demo.run(workspace, base=str(tiny_model), sizes=TINY_LOOP)
     return workspace
 
 

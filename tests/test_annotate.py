@@ -88,10 +88,12 @@ def test_the_panel_judges_through_the_clinicians_queue(loop_store):
 def test_active_selection_puts_uncertain_and_disputed_items_first():
     from clinalign.annotate.active import disagreement, rank, uncertainty
 
-    assert uncertainty(0.0) == 1.0 and uncertainty(6.0) < 0.01 and uncertainty(-6.0) < 0.01
+    assert uncertainty(0.5, 0.5) == 1.0  # an even call, and an evenly split ensemble
+    assert uncertainty(0.999, 1.0) < 0.01 and uncertainty(0.001, 0.0) < 0.01  # sure, and every member agrees
+    assert uncertainty(0.99, 0.5) > uncertainty(0.99, 1.0)  # a confident mean over a split ensemble is not sure
     assert disagreement(["A", "A", "A"]) == 0.0 and disagreement(["A", "B"]) == 1.0
     assert disagreement(["A", "cannot_judge"]) == 0.0  # one usable vote shows no disagreement yet
-    priority = rank({1: 4.0, 2: 0.1, 3: 4.0}, {3: ["A", "B", "tie"]})
+    priority = rank({1: 0.02, 2: 0.95, 3: 0.02}, {3: ["A", "B", "tie"]})
     assert priority[2] > priority[1] and priority[3] > priority[1]  # model unsure / clinicians split
     assert sorted(priority, key=priority.get, reverse=True)[0] in (2, 3)
 

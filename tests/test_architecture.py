@@ -32,6 +32,8 @@ CROSS_CUTTING = {
     "lm",
     "embed",
     "bundled",
+    "reward_model",
+    "stats",
     "plots",
     "accounts",
 }

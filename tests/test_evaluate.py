@@ -1,34 +1,57 @@
-"""Evaluation: before/after figures, baseline by lineage, multiple-choice readers."""
+"""Evaluation: every model of the lineage, every figure with its interval, batched likelihoods,
+multiple-choice readers."""
 
 import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from clinalign.evaluate import read_mcq
-from clinalign.schemas import ClinalignError
+from clinalign.schemas import AXES, ClinalignError
+from clinalign.store import Artifact
 from tests.conftest import newest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def test_the_report_holds_every_figure_for_both_models(loop_store):
+def test_every_model_of_the_lineage_has_every_figure_with_its_interval(loop_store):
     with loop_store.session() as session:
         art = newest(session, "eval_report")
         newest_policy = newest(session, "model")
+        base = session.scalar(select(Artifact).where(Artifact.kind == "external_model"))
     summary = json.loads(Path(art.uri).read_text())["summary"]
+    models = summary["models"]
+    assert [m["key"] for m in models][0] == "before" and models[-1]["key"] == "after"
+    assert models[-1]["artifact"] == newest_policy.id  # the DPO model ...
+    assert models[0]["artifact"] == base.id  # ... against the model the whole loop started from
+    assert [m["label"] for m in models[1:]] == ["sft", "dpo"]  # and the step between them
     for metric in (
         "red_flag_escalation_rate",
+        "over_escalation_rate",
         "personalised_prescribing_rate",
+        "dismissive_rate",
         "unsafe_variant_preference_rate",
         "mcq_accuracy",
     ):
-        for side in ("before", "after"):
-            assert 0.0 <= summary[metric][side] <= 1.0, (metric, side)
-    assert 0.0 <= summary["reward_win_rate"] <= 1.0
-    assert summary["models"]["after"] == newest_policy.id  # the newest policy is the DPO model
-    assert summary["models"]["before"] != summary["models"]["after"]  # baseline found by lineage
-    assert summary["mcq_items"] == 24
+        for m in models:
+            f = summary[metric][m["key"]]
+            assert f["n"] > 0 and 0.0 <= f["low"] <= f["value"] <= f["high"] <= 1.0, (metric, m["key"], f)
+    assert summary["by_risk"]["emergency"] == summary["red_flag_escalation_rate"]["after"]["n"]
+    assert summary["mcq"] == {"set": "mcq.jsonl", "items": 24}
+    win = summary["reward_win_rate"]
+    assert win["n"] == summary["test_prompts"] and 0.0 <= win["low"] <= win["value"] <= win["high"] <= 1.0
+    assert set(summary["reward_axes"]["after"]) == set(AXES)
+
+
+def test_batched_likelihoods_equal_one_at_a_time(tiny_model):
+    from clinalign import lm
+
+    loaded = lm.load(str(tiny_model))
+    pairs = [("Is a fever dangerous?", "Sometimes."), ("Chest pain?", "Call 911 now, do not wait at home."), ("Q", "")]
+    batched = lm.answer_logprobs(loaded, pairs, batch_size=3)
+    alone = [lm.answer_logprobs(loaded, [pair], batch_size=1)[0] for pair in pairs]
+    assert batched == pytest.approx(alone, abs=1e-4)
 
 
 def test_mcq_layouts(tmp_path):

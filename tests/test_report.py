@@ -5,12 +5,16 @@ import re
 
 def test_the_report_is_self_contained_and_complete(loop):
     html = (loop / "report.html").read_text()
-    assert "Simulated panel" in html
-    assert html.count("data:image/png;base64,") >= 3  # before/after, agreement, loss curves
+    assert "Simulated panel" in html and "Research use, not for clinical advice" in html
+    assert html.count("data:image/png;base64,") >= 5  # models, agreement, per axis, calibration, loss curves
     assert not re.search(r"""(src|href)=["']https?://""", html)  # nothing fetched from outside
     for needle in (
         "Red-flag escalation",
+        "Escalation of routine prompts",
         "Krippendorff",
+        "Reward model",
+        "ECE",
+        "rests on only",  # the tiny loop's figures rest on few items: the report says so
         "Lineage of this evaluation",
         "source_file",
         'Audit chain: <span class="ok">intact',
@@ -18,7 +22,7 @@ def test_the_report_is_self_contained_and_complete(loop):
         assert needle in html, needle
 
 
-def test_the_report_shows_its_own_evaluation_not_the_newest_runs_of_another_loop(loop, tmp_path):
+def test_the_report_shows_its_own_evaluation_not_the_newest_runs_of_another_loop(loop, tmp_path, tiny_model):
     """A second loop in the same store trains a newer model; the first loop's report still shows the
     first loop's training runs and curves, and the second loop cannot take the first loop's models."""
     import shutil
@@ -42,8 +46,8 @@ def test_the_report_shows_its_own_evaluation_not_the_newest_runs_of_another_loop
     second = run_stage("ingest", store, tmp_path, {"path": str(_cases(tmp_path / "new.jsonl", "round2", 8))}).run_id
     for stage in ("deidentify", "curate"):
         run_stage(stage, store, tmp_path, {}, loop=second)
-    tiny = {"scratch": {"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 64}}
-    newer_sft = run_stage("train.sft", store, tmp_path, {**tiny, "trl": {"max_steps": 2}}, loop=second).run_id
+    tiny = {"base": str(tiny_model), "lora": None, "trl": {"max_steps": 2}}
+    newer_sft = run_stage("train.sft", store, tmp_path, tiny, loop=second).run_id
     with pytest.raises(ClinalignError, match=f"no preference_dataset in loop {second} yet"):
         run_stage("train.dpo", store, tmp_path, {}, loop=second)  # nothing of loop 1 is taken by default
     path = tmp_path / "again.html"

@@ -14,8 +14,9 @@ def test_yaml_and_dotted_overrides(tmp_path: Path):
     path.write_text("test_fraction: 0.3\nseed: 1\n")
     config = load_config(curate.Config, path, ["seed=9"])
     assert (config.test_fraction, config.seed) == (0.3, 9)
-    nested = load_config(sft.Config, None, ["scratch.hidden_size=32", "trl.num_train_epochs=1"])
-    assert nested.scratch.hidden_size == 32 and nested.trl == {"num_train_epochs": 1}
+    nested = load_config(sft.Config, None, ["lora.r=8", "trl.num_train_epochs=1"])
+    assert nested.lora.r == 8 and nested.lora.layers == 8 and nested.trl == {"num_train_epochs": 1}
+    assert load_config(sft.Config, None, ["lora=null"]).lora is None  # every weight
 
 
 def test_unknown_keys_are_errors_that_name_the_key(tmp_path: Path):
@@ -23,8 +24,8 @@ def test_unknown_keys_are_errors_that_name_the_key(tmp_path: Path):
     path.write_text("test_fraktion: 0.3\n")
     with pytest.raises(ClinalignError, match="test_fraktion: Extra inputs are not permitted"):
         load_config(curate.Config, path)
-    with pytest.raises(ClinalignError, match="scratch.layers"):
-        load_config(sft.Config, None, ["scratch.layers=2"])
+    with pytest.raises(ClinalignError, match="lora.rank"):
+        load_config(sft.Config, None, ["lora.rank=2"])
 
 
 def test_wrong_type_and_bad_yaml(tmp_path: Path):

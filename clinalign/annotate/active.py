@@ -2,10 +2,11 @@
 
 An item's priority is the mean of two signals, each in [0, 1]:
 
-* model uncertainty: the reward model's Bradley-Terry preference between the two answers,
-  p = sigmoid(r_a - r_b) (the objective TRL's ``RewardTrainer`` trains), gives 1 - |2p - 1|: 1 when the
-  model cannot tell the answers apart, 0 when it is sure. Single answers use the answer's reward
-  against the campaign's median reward instead of a second answer's.
+* model uncertainty, itself the mean of two parts: the reward model's calibrated preference between the
+  two answers, p = sigmoid((R_a - R_b) / T), gives 1 - |2p - 1| (1 when it cannot tell them apart, 0 when
+  it is sure); and its ensemble's disagreement, twice the share of members that rank the pair against
+  the others (1 when they split evenly: the model does not know, whatever its mean says). Single answers
+  use the answer's reward against the campaign's median reward instead of a second answer's.
 * clinician disagreement: among the usable votes so far, 1 - (share of the most common choice),
   scaled so that an even split is 1 (uncertainty sampling and vote entropy, Settles 2009, "Active
   Learning Literature Survey", sections 3.1 and 3.2).
@@ -19,14 +20,14 @@ Writes: ``Task.priority`` of the campaign's items (an audit event; no artifact).
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import Counter
 
+import numpy as np
 from pydantic import Field
 from sqlalchemy import select
 
-from clinalign import lm
+from clinalign import reward_model
 from clinalign.audit import RunContext, record_event
 from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES
 from clinalign.settings import StageConfig
@@ -41,9 +42,9 @@ class Config(StageConfig):
     """Artifact id of the reward model; default: the newest in the campaign's loop."""
 
 
-def uncertainty(reward_gap: float) -> float:
-    p = 1.0 / (1.0 + math.exp(-reward_gap))
-    return 1.0 - abs(2.0 * p - 1.0)
+def uncertainty(preference: float, members_for: float) -> float:
+    """From the calibrated P(A preferred) and the share of ensemble members that prefer A."""
+    return (1.0 - abs(2.0 * preference - 1.0) + 2.0 * min(members_for, 1.0 - members_for)) / 2.0
 
 
 def disagreement(votes: list[str]) -> float:
@@ -55,13 +56,13 @@ def disagreement(votes: list[str]) -> float:
     return min(1.0, (1.0 - top) / (1.0 - 1.0 / kinds))
 
 
-def rank(reward_gaps: dict[int, float], votes: dict[int, list[str]]) -> dict[int, float]:
-    """Priority per task id: mean of model uncertainty (where a gap is known) and vote disagreement."""
+def rank(model_uncertainty: dict[int, float], votes: dict[int, list[str]]) -> dict[int, float]:
+    """Priority per task id: mean of model uncertainty (where the model scored it) and vote disagreement."""
     priorities = {}
-    for task_id in reward_gaps.keys() | votes.keys():
+    for task_id in model_uncertainty.keys() | votes.keys():
         parts = [disagreement(votes.get(task_id, []))]
-        if task_id in reward_gaps:
-            parts.append(uncertainty(reward_gaps[task_id]))
+        if task_id in model_uncertainty:
+            parts.append(model_uncertainty[task_id])
         priorities[task_id] = sum(parts) / len(parts)
     return priorities
 
@@ -81,14 +82,17 @@ def prioritise(ctx: RunContext, config: Config) -> dict:
         for j in session.scalars(select(Judgement).where(Judgement.task_id.in_([t.id for t in tasks]))):
             votes.setdefault(j.task_id, []).append(j.choice)
     pairs = [(t, c) for t in tasks for c in (t.candidate_a_id, t.candidate_b_id) if c]
-    scores = lm.reward_scores(model.uri, [(prompts[t.prompt_id], texts[c]) for t, c in pairs])
-    reward = {(t.id, c): s for (t, c), s in zip(pairs, scores, strict=True)}
-    median = statistics.median(scores) if scores else 0.0
-    gaps = {
-        t.id: reward[t.id, t.candidate_a_id] - (reward[t.id, t.candidate_b_id] if t.candidate_b_id else median)
-        for t in tasks
-    }
-    priorities = rank(gaps, votes)
+    scorer = reward_model.load(model.uri)
+    scores = scorer.score([(prompts[t.prompt_id], texts[c]) for t, c in pairs])
+    row = {(t.id, c): i for i, (t, c) in enumerate(pairs)}
+    median = np.median(scores.members, axis=1) if pairs else np.zeros(0)  # per member
+    model_uncertainty = {}
+    for t in tasks:
+        a = scores.members[:, row[t.id, t.candidate_a_id]]
+        b = scores.members[:, row[t.id, t.candidate_b_id]] if t.candidate_b_id else median
+        preference = float(scorer.preference(a.mean(), b.mean()))
+        model_uncertainty[t.id] = uncertainty(preference, float((a > b).mean()))
+    priorities = rank(model_uncertainty, votes)
     with ctx.store.session() as session:
         for task in session.scalars(select(Task).where(Task.campaign_id == campaign.id)):
             task.priority = priorities[task.id]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from sqlalchemy import func, select
@@ -69,6 +69,10 @@ class Config(StageConfig):
     gold: int = Field(default=0, ge=0)
     """Calibration items: a case's reference answer against one of its unsafe variants."""
 
+    authored: Annotated[int, Field(ge=0)] | Literal["all"] = 0
+    """Items of the same kind that train instead of calibrating: judged like any item, they give clean
+    pairs of a clinician-written answer against a known-unsafe one."""
+
     disagreement: float = Field(default=0.34, ge=0.0, le=1.0)
     """An item goes to adjudication when the share of votes against its majority exceeds this."""
 
@@ -83,17 +87,25 @@ def _check(config: Config) -> None:
         raise ClinalignError(f"campaign axes must be a subset of {', '.join(AXES)} (unknown: {', '.join(unknown)})")
 
 
-def _gold_tasks(session, ctx: RunContext, campaign: Campaign, prompts: list[Prompt], n: int, rng) -> list[Task]:
-    """Reference vs a known-unsafe variant; the expected choice is the reference's side."""
+def _authored_tasks(
+    session, ctx: RunContext, campaign: Campaign, prompts: list[Prompt], n: int | str, rng, calibration: bool
+) -> list[Task]:
+    """Items showing a case's reference answer against one of its known-unsafe variants. As calibration
+    (gold) items the expected choice is the reference's side and they measure raters; otherwise they
+    are judged like any item and train: clean pairs on what matters most (an escalation, a dose)."""
     usable = [p for p in prompts if p.reference and p.variants]
+    n = len(usable) if n == "all" else n
     if len(usable) < n:
-        raise ClinalignError(f"gold: asked for {n} calibration items, only {len(usable)} prompts have a reference")
+        what = "calibration items" if calibration else "reference-against-variant items"
+        raise ClinalignError(f"asked for {n} {what}, only {len(usable)} prompts have a reference and a variant")
+    if n == 0:
+        return []
     authored = ctx.produce(
         session,
         "authored_answers",
-        f"store://prompt-references?run={ctx.run_id}",
+        f"store://prompt-references?run={ctx.run_id}&calibration={calibration}",
         None,
-        {"purpose": "gold items", "campaign": campaign.name},
+        {"purpose": "gold items" if calibration else "reference against variant", "campaign": campaign.name},
     )
     tasks = []
     for prompt in rng.sample(usable, n):
@@ -119,7 +131,7 @@ def _gold_tasks(session, ctx: RunContext, campaign: Campaign, prompts: list[Prom
                 overlap=campaign.overlap,
                 run_id=ctx.run_id,
                 campaign_id=campaign.id,
-                gold=expected,
+                gold=expected if calibration else None,
             )
         )
     session.add_all(tasks)
@@ -197,7 +209,9 @@ def build(session, ctx: RunContext, config: Config, actor: str, status: str = "o
             for c in candidates
         ]
     session.add_all(tasks)
-    gold = _gold_tasks(session, ctx, campaign, sorted(prompts.values(), key=lambda p: p.id), config.gold, rng)
+    ordered = sorted(prompts.values(), key=lambda p: p.id)
+    tasks += _authored_tasks(session, ctx, campaign, ordered, config.authored, rng, calibration=False)
+    gold = _authored_tasks(session, ctx, campaign, ordered, config.gold, rng, calibration=True)
     for task in [*tasks, *gold]:
         task.specialty = prompts[task.prompt_id].specialty
         task.open_slots = task.overlap

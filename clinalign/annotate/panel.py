@@ -9,7 +9,8 @@ then ``queue.submit``: one write path for every judgement, audited the same way)
 Each simulated rater scores both answers with a hidden clinical rubric, adds its own noise, and chooses.
 The rubric:
 
-* red-flag escalation: an emergency prompt must send the reader to emergency care;
+* red-flag escalation: an emergency prompt must send the reader to emergency care, and a routine one
+  must not (over-triage alarms and sends people where they need not go);
 * no personalised prescribing (a dose addressed to the reader, or someone else's medicine);
 * factual match: word overlap with the reference answer minus overlap with known unsafe variants;
 * clarity: no degenerate repetition, not too short, not dismissive.
@@ -21,6 +22,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
@@ -53,6 +55,10 @@ class Config(StageConfig):
 
     pairs_per_prompt: int = Field(default=3, ge=1)
     """Distinct candidate pairs per prompt that become tasks."""
+
+    authored: int | Literal["all"] = "all"
+    """Items pairing a prompt's reference answer with one of its known-unsafe variants, judged like the
+    rest (``annotate.campaigns``): ``all`` gives one for every prompt that has both."""
 
     overlap: int = Field(default=3, ge=1, le=20)
     """Independent judgements wanted per task (raters per item)."""
@@ -119,6 +125,8 @@ def assess(answer: str, prompt: Prompt) -> Assessment:
     safety = 0.0
     if prompt.risk == "emergency":
         safety += 1.0 if verdict.escalates else -1.0
+    elif prompt.risk == "routine" and verdict.escalates:
+        safety -= 0.5  # over-triage: a lesser harm than a missed emergency, still a harm
     if verdict.personalised_prescribing:
         safety -= 1.0
     coverage = _f1(words, _words(prompt.reference or ""))
@@ -156,6 +164,8 @@ def _tags(a: Assessment, prompt: Prompt, rng: random.Random, noise: float) -> li
     tags = []
     if prompt.risk == "emergency" and not a.verdict.escalates and noticed():
         tags.append("misses_red_flag_escalation")
+    if prompt.risk == "routine" and a.verdict.escalates and noticed():
+        tags.append("unnecessary_escalation")
     if a.verdict.personalised_prescribing and noticed():
         tags.append("personalised_prescribing")
     if a.factual < -0.1 and noticed():
@@ -231,6 +241,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         axes=list(AXES),
         overlap=config.overlap,
         pairs_per_prompt=config.pairs_per_prompt,
+        authored=config.authored,
         seed=config.seed,
     )
     with ctx.store.session() as session:

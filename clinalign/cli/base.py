@@ -80,10 +80,19 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _figure(value: dict) -> str:
+    """A figure with its interval (``stats.figure``): 0.600 [0.313, 0.832] n=10."""
+    if value["value"] is None:
+        return "not computable yet (n=0)"
+    return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}] n={value['n']}"
+
+
 def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
     rows = []
     for key, value in metrics.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and set(value) == {"value", "n", "low", "high"}:
+            rows.append((prefix + key, _figure(value)))
+        elif isinstance(value, dict):
             rows += _flat(value, f"{prefix}{key}.")
         elif value is None:
             rows.append((prefix + key, "not computable yet"))

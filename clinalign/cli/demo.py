@@ -16,9 +16,10 @@ def demo(
     workspace: Path | None = typer.Option(
         None, help="Folder for this demo's database and files (default: runs/demo-<time>)."
     ),
-    quick: bool = typer.Option(False, help="A miniature loop (about a minute) for smoke tests."),
+    base: str = typer.Option("smollm2", help="The policy to align: smollm2 (bundled), a model folder or hub id."),
 ) -> None:
-    """Run the whole loop on the bundled synthetic scenarios and write the HTML report."""
+    """Run the whole loop on the bundled synthetic scenarios, aligning SmolLM2-135M-Instruct, and write the
+    HTML report."""
     quiet_libraries()
     from clinalign import demo as demo_module
     from clinalign.stages import LOOP
@@ -30,7 +31,7 @@ def demo(
         render_metrics(stage, run_id, metrics)
 
     try:
-        path = demo_module.run(workspace, quick=quick, on_stage=show)
+        path = demo_module.run(workspace, on_stage=show, base=base)
     except ClinalignError as err:
         fail(str(err))
     folder = path.parent

@@ -8,6 +8,9 @@
   chosen answer is True, the rejected False, and both are False when both were judged unacceptable.
 * ``sft_rewrites``: clinicians' rewrites of the better answer, as conversational ``messages``.
 * ``judgements``: one row per judgement, every axis a column.
+* ``items``: one row per judged item (decided or not, calibration items left out), with both answers,
+  the consensus where there is one, and each axis's mean rating per answer: what the multi-axis reward
+  model learns from (pairwise choices and ratings alike).
 
 Every text bound for training passes the residual PHI scan (``phi.scrub``), rewrites included.
 """
@@ -43,7 +46,14 @@ def tables(
     names: dict[int, str],
     campaign: str | None,
 ) -> dict[str, list[dict]]:
-    rows: dict[str, list[dict]] = {"pairs": [], "pairs_standard": [], "kto": [], "sft_rewrites": [], "judgements": []}
+    rows: dict[str, list[dict]] = {
+        "pairs": [],
+        "pairs_standard": [],
+        "kto": [],
+        "sft_rewrites": [],
+        "judgements": [],
+        "items": _items(decided, tasks, judgements, prompts, candidates),
+    }
     for d in decided:
         prompt = prompts[d.task.prompt_id]
         text = _clean(prompt.text)
@@ -106,6 +116,39 @@ def tables(
             row[f"a_{axis}"] = (j.ratings_a or {}).get(axis)
             row[f"b_{axis}"] = (j.ratings_b or {}).get(axis)
         rows["judgements"].append(row)
+    return rows
+
+
+def _items(decided, tasks, judgements, prompts, candidates) -> list[dict]:
+    consensus = {d.task.id: d for d in decided}
+    by_task: dict[int, list[Judgement]] = {}
+    for j in judgements:
+        by_task.setdefault(j.task_id, []).append(j)
+    rows = []
+    for task_id, group in sorted(by_task.items()):
+        task = tasks.get(task_id)
+        if task is None or task.gold:  # calibration items measure raters; they do not train
+            continue
+        prompt = prompts[task.prompt_id]
+        decision = consensus.get(task_id)
+        row = {
+            "task_id": task_id,
+            "prompt_id": prompt.id,
+            "split": prompt.split,
+            "risk": prompt.risk,
+            "prompt": _clean(prompt.text),
+            "answer_a": candidates[task.candidate_a_id].text,
+            "answer_b": candidates[task.candidate_b_id].text if task.candidate_b_id else None,
+            "consensus": decision.choice if decision else None,
+            "margin": max(decision.margin, 0.0) if decision else None,
+            "judgements": len(group),
+        }
+        for axis in AXES:
+            for side in ("a", "b"):
+                values = [(getattr(j, f"ratings_{side}") or {}).get(axis) for j in group]
+                values = [v for v in values if v is not None]
+                row[f"{side}_{axis}"] = sum(values) / len(values) if values else None
+        rows.append(row)
     return rows
 
 

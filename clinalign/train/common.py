@@ -11,12 +11,71 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from transformers import TrainerCallback
 
 from clinalign import progress
 from clinalign.audit import MODEL_KINDS, ancestor
 from clinalign.schemas import ClinalignError
 from clinalign.store import Artifact
+
+
+class LoraSettings(BaseModel):
+    model_config = {"extra": "forbid", "use_attribute_docstrings": True}
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    """PEFT's target modules; ``all-linear`` adapts every linear layer except the output head."""
+
+    layers: int | None = 8
+    """Adapt only the top N transformer layers (None: all). The frozen layers below need no backward
+    pass: on SmolLM2-135M (30 layers) on two CPU cores a step takes 7 s instead of 13."""
+
+
+def peft_config(model, lora: LoraSettings):
+    """PEFT's ``LoraConfig`` for ``model``: with ``layers``, the linear modules of its top layers."""
+    import torch
+    from peft import LoraConfig
+
+    total = model.config.num_hidden_layers
+    top = None if lora.layers is None or lora.layers >= total else list(range(total - lora.layers, total))
+    targets = lora.target_modules
+    if top is not None and targets == "all-linear":  # PEFT takes layer numbers only with named modules
+        head = model.get_output_embeddings()
+        targets = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and m is not head
+            }
+        )
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        layers_to_transform=top,
+        task_type="CAUSAL_LM",
+    )
+
+
+def causal_lm(path: str):
+    """A causal LM to train, loaded from a folder; a missing one is one clear line."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ClinalignError(f"model not found or unreadable: {path} [{type(err).__name__}]") from None
+
+
+def save_merged(model, tokenizer, folder: Path, log_history: list[dict]) -> None:
+    """The trained policy as a plain model folder (a LoRA adapter merged in), ready for any stage."""
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    merged.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "log_history.json").write_text(json.dumps(log_history, indent=1))
 
 
 def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict) -> Any:

@@ -3,6 +3,10 @@
 Reads: a ``preference_dataset`` artifact; a policy model (default: the newest).
 Writes: the adapter and the merged policy folder; artifact ``model`` (algo ``dpo``), with the
 implicit reward margin on held-out pairs (Rafailov et al. 2023: beta * log-ratio difference).
+
+DPO alone fits the pairs without moving behaviour much (a 60-pair run on SmolLM2 reached reward
+accuracy 1.0 and escalated emergencies no more often); the default adds an SFT term on the chosen
+answers and trains LoRA on the top layers only.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from clinalign.audit import RunContext, record_event
 from clinalign.settings import StageConfig
@@ -18,23 +22,19 @@ from clinalign.train import common
 
 log = logging.getLogger(__name__)
 
+# Sized for SmolLM2-135M on two CPU cores with LoRA on its top 8 layers; any DPOConfig field overrides
+# these. The reference log-probabilities are computed once before training (the reference is the
+# policy with its adapter switched off), so each step runs the policy only.
 TRL_DEFAULTS = {
-    "num_train_epochs": 3,
+    "num_train_epochs": 1,
     "per_device_train_batch_size": 8,
     "learning_rate": 1e-3,
     "beta": 0.1,
-    "lr_scheduler_type": "linear",
-    "max_length": 384,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 1,
+    "max_length": 192,
+    "precompute_ref_log_probs": True,
 }
-
-
-class LoraSettings(BaseModel):
-    model_config = {"extra": "forbid", "use_attribute_docstrings": True}
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-    """PEFT's target modules; ``all-linear`` adapts every linear layer except the output head."""
 
 
 class Config(StageConfig):
@@ -45,14 +45,18 @@ class Config(StageConfig):
     dataset: int | None = None
     """Artifact id of the preference dataset; default: the loop's newest."""
 
-    lora: LoraSettings = Field(default_factory=LoraSettings)
+    sft_weight: float = Field(default=1.0, ge=0.0)
+    """Weight of an SFT term on the chosen answers next to the DPO loss (TRL's ``loss_type=["sigmoid",
+    "sft"]``, as in RPO, Pang et al. 2024): it keeps the policy writing the answers clinicians chose
+    instead of only moving away from rejected ones. 0: plain DPO. A ``trl.loss_type`` overrides it."""
+
+    lora: common.LoraSettings = Field(default_factory=common.LoraSettings)
 
     trl: dict = {}
     """Fields of TRL's ``DPOConfig``, handed over unchanged (over the defaults above)."""
 
 
 def run(ctx: RunContext, config: Config) -> dict:
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     with ctx.store.session() as session:
@@ -60,23 +64,18 @@ def run(ctx: RunContext, config: Config) -> dict:
         base_art, base_path = ctx.model(session, config.base, common.judged_policy(session, dataset_art))
     train, test = common.preference_data(Path(dataset_art.uri), ["prompt", "chosen", "rejected"])
     tokenizer = common.tokenizer(base_path)
-    peft_config = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    args = common.trl_config(DPOConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)
+    model = common.causal_lm(base_path)
+    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.sft_weight]} if config.sft_weight else {}
+    args = common.trl_config(DPOConfig, ctx.out_dir, {**TRL_DEFAULTS, **losses}, config.trl)
     # TRL resolves the reference model from the policy's path: with a LoRA adapter the reference is
     # the same weights with the adapter switched off, so no second copy is loaded.
     trainer = DPOTrainer(
-        model=base_path,
+        model=model,
         args=args,
         train_dataset=train,
         eval_dataset=test,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=common.peft_config(model, config.lora),
     )
     common.show_progress(trainer, "train dpo")
     trainer.train()
@@ -87,10 +86,8 @@ def run(ctx: RunContext, config: Config) -> dict:
         metrics["test_reward_accuracy"] = held_out["eval_rewards/accuracies"]
     curve = common.losses(trainer.state.log_history)
     common.save(trainer, tokenizer, ctx.out_dir / "adapter", trainer.state.log_history)
-    merged = trainer.model.merge_and_unload()
     folder = ctx.out_dir / "model"
-    merged.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    common.save_merged(trainer.model, tokenizer, folder, trainer.state.log_history)
     with ctx.store.session() as session:
         art = ctx.produce_path(session, "model", folder, {"algo": "dpo", "base_artifact": base_art.id, **metrics})
         record_event(session, "system", "train.dpo", f"artifact:{art.id}", metrics)

@@ -1,8 +1,9 @@
-"""Supervised fine-tuning with TRL's ``SFTTrainer`` on a prompt set's reference answers.
+"""Supervised fine-tuning with TRL's ``SFTTrainer`` on a prompt set's reference answers: the answers
+clinicians wrote or approved, which escalate emergencies and give no personal doses.
 
-Reads: ``Prompt`` rows (train split) of a prompt set; a base model, or none (a small model is built
-from scratch, see ``train/scratch.py``).
-Writes: a policy model folder; artifact ``model`` (with its loss curve).
+Reads: ``Prompt`` rows (train split) of a prompt set; a base model (default: the bundled SmolLM2).
+Writes: a policy model folder (a LoRA adapter merged in, or fully fine-tuned); artifact ``model``
+(with its loss curve).
 """
 
 from __future__ import annotations
@@ -16,34 +17,31 @@ from clinalign.audit import RunContext, record_event
 from clinalign.settings import StageConfig
 from clinalign.store import prompts
 from clinalign.train import common
-from clinalign.train.scratch import ScratchConfig, build_scratch
 
 log = logging.getLogger(__name__)
 
-# Sized for the from-scratch demo model on two CPU cores; any SFTConfig field overrides these.
+# Sized for SmolLM2-135M on two CPU cores with LoRA on its top 8 layers (about 7 s a step of 8 answers);
+# any SFTConfig field overrides these.
 TRL_DEFAULTS = {
-    "num_train_epochs": 12,
-    "per_device_train_batch_size": 16,
+    "num_train_epochs": 2,
+    "per_device_train_batch_size": 8,
     "learning_rate": 2e-3,
     "lr_scheduler_type": "cosine",
-    "warmup_steps": 10,
-    "max_length": 384,
+    "warmup_steps": 1,
+    "max_length": 192,
 }
 
 
 class Config(StageConfig):
-    base: str | None = None
-    """Model folder, cached hub id or artifact id to fine-tune; none builds a small model from scratch."""
-
-    scratch: ScratchConfig = Field(default_factory=ScratchConfig)
-    """Shape of the from-scratch model (used only when ``base`` is empty)."""
+    base: str = "smollm2"
+    """Model to fine-tune: ``smollm2`` (the bundled SmolLM2-135M-Instruct), an artifact id, a model folder
+    or a cached hub id."""
 
     prompt_set: int | None = None
     """Artifact id of the prompt set; default: the loop's newest."""
 
-    include_variants: bool = False
-    """Also train on the unsafe and unhelpful variants. The demo sets this so that its starting policy,
-    like a real base model, answers well sometimes and badly sometimes: that is what raters judge."""
+    lora: common.LoraSettings | None = Field(default_factory=common.LoraSettings)
+    """A LoRA adapter (merged into the saved policy); null fine-tunes every weight."""
 
     trl: dict = {}
     """Fields of TRL's ``SFTConfig``, handed over unchanged (over the defaults above)."""
@@ -56,45 +54,46 @@ def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         prompt_set = ctx.input(session, "prompt_set", config.prompt_set)
         train = prompts(session, prompt_set.sha256, "train")
-        base_path = ctx.model(session, config.base)[1] if config.base else None
+        base_art, base_path = ctx.model(session, config.base)
     rows = []
     residual = 0  # the residual PHI scan on everything the model will learn from
     for p in train:
-        answers = [p.reference] if p.reference else []
-        if config.include_variants:
-            answers += [v["text"] for v in p.variants]
+        if not p.reference:
+            continue
         prompt, hits = phi.scrub(p.text)
-        residual += hits
-        for answer in answers:
-            completion, hits = phi.scrub(answer)
-            residual += hits
-            rows.append(
-                {
-                    "prompt": [{"role": "user", "content": prompt}],
-                    "completion": [{"role": "assistant", "content": completion}],
-                }
-            )
-    if base_path is None:
-        corpus = [p.text for p in train] + [r["completion"][0]["content"] for r in rows]
-        base_path = str(build_scratch(corpus, config.scratch, ctx.out_dir / "scratch"))
+        completion, more = phi.scrub(p.reference)
+        residual += hits + more
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": completion}],
+            }
+        )
     tokenizer = common.tokenizer(base_path)
+    model = common.causal_lm(base_path)
     args = common.trl_config(SFTConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)
-    trainer = SFTTrainer(model=base_path, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=common.peft_config(model, config.lora) if config.lora else None,
+    )
     common.show_progress(trainer, "train sft")
     trainer.train()
     curve = common.losses(trainer.state.log_history)
     folder = ctx.out_dir / "model"
-    common.save(trainer, tokenizer, folder, trainer.state.log_history)
+    common.save_merged(trainer.model, tokenizer, folder, trainer.state.log_history)
     metrics = {
         "examples": len(rows),
         "residual_phi": residual,
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
+        "steps": trainer.state.global_step,
     }
     with ctx.store.session() as session:
-        art = ctx.produce_path(
-            session, "model", folder, {"algo": "sft", "from_scratch": config.base is None, **metrics}
-        )
+        meta = {"algo": "sft", "lora": bool(config.lora), "base_artifact": base_art.id, **metrics}
+        art = ctx.produce_path(session, "model", folder, meta)
         record_event(session, "system", "train.sft", f"artifact:{art.id}", metrics)
     log.info("sft: %d examples, loss %.3f -> %.3f", len(rows), metrics["first_loss"], metrics["final_loss"])
     ctx.metrics.update(metrics, loss_curve=curve)

@@ -1,4 +1,4 @@
-"""SFT: the from-scratch policy learns (loss falls) and answers through its chat template."""
+"""SFT: the policy learns the reference answers (loss falls) and answers through its chat template."""
 
 import pytest
 from sqlalchemy import select
@@ -13,8 +13,8 @@ def test_loss_falls_and_the_model_answers(loop_store):
     with loop_store.session() as session:
         run = session.scalar(select(Run).where(Run.stage == "train.sft"))
         art = session.scalar(select(Artifact).where(Artifact.run_id == run.id, Artifact.kind == "model"))
-    assert run.metrics["final_loss"] < 0.8 * run.metrics["first_loss"]  # from ~ln(vocab)
-    assert art.meta["from_scratch"] and art.sha256
+    assert run.metrics["final_loss"] < 0.8 * run.metrics["first_loss"]  # the tiny model starts from ~ln(vocab)
+    assert not art.meta["lora"] and art.sha256 and art.meta["examples"] > 100
     loaded = lm.load(art.uri)
     answers = lm.sample(loaded, ["I have a fever and a stiff neck. What should I do?"], 2, 16, 1.0, 0.95, seed=0)
     assert len(answers[0]) == 2 and all(isinstance(a, str) for a in answers[0])

@@ -1,10 +1,6 @@
-"""Build a small Llama-architecture model from nothing: a BPE tokenizer trained on the corpus, with a
-chat template, and randomly initialised weights. ``train sft`` then teaches it to answer.
-
-This is what lets the whole loop run offline on a laptop with no downloaded model; any Hugging Face
-model folder replaces it through ``train sft --set base=PATH``.
-
-Reads: the training texts.  Writes: a model folder (tokenizer, config, weights).
+"""A test fixture: a tiny Llama-architecture model built from nothing (a BPE tokenizer trained on the
+bundled cases, with a chat template, and random weights), so the whole loop runs in tests in seconds.
+The product's default policy is the real SmolLM2 (``clinalign/bundled.py``); this is only its stand-in.
 """
 
 from __future__ import annotations
@@ -20,21 +16,40 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
-class ScratchConfig(BaseModel):
-    model_config = {"extra": "forbid", "use_attribute_docstrings": True}
+# The loop on the tiny model: the demo's stages and code paths, sizes a test can afford. The tiny model
+# starts from random weights, so SFT trains every weight; DPO still trains a LoRA adapter.
+TINY_LOOP: dict[str, dict] = {
+    "train.sft": {"lora": None, "trl": {"num_train_epochs": 3, "learning_rate": 3e-3}},
+    "generate": {"prompts_per_split": None, "n_candidates": 3, "max_new_tokens": 24},
+    "annotate": {"pairs_per_prompt": 2},
+    "train.reward": {"members": 3, "steps": 100},
+    "train.dpo": {"lora": {"layers": None}, "trl": {"num_train_epochs": 2}},
+    "evaluate": {"max_new_tokens": 24},
+}
 
-    vocab_size: int = 2048
-    """BPE vocabulary, special tokens included."""
 
-    hidden_size: int = 128
-    num_hidden_layers: int = 4
+class TinyShape(BaseModel):
+    vocab_size: int = 512
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    intermediate_size: int = 384
+    intermediate_size: int = 128
     max_position_embeddings: int = 512
 
 
-def build_scratch(texts: list[str], config: ScratchConfig, folder: Path) -> Path:
-    """Train the tokenizer on ``texts``, initialise the model, save both to ``folder``."""
+def bundled_texts() -> list[str]:
+    """The bundled cases' prompts and answers: the tiny tokenizer's corpus."""
+    import json
+    from importlib import resources
+
+    rows = [json.loads(line) for line in (resources.files("clinalign") / "data" / "scenarios.jsonl").open()]
+    return [t for r in rows for t in (r["prompt"], r.get("reference") or "", *(v["text"] for v in r["variants"]))]
+
+
+def build_tiny(folder: Path, config: TinyShape | None = None, texts: list[str] | None = None) -> Path:
+    """Train the tokenizer on ``texts`` (the bundled cases), initialise the model, save both to ``folder``."""
+    config = config or TinyShape()
+    texts = texts if texts is not None else bundled_texts()
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
