@@ -30,6 +30,9 @@ from clinalign.schemas import ClinalignError
 from clinalign.store import Assignment, LoginAttempt, Store, User, WebSession, utcnow
 
 ROLES = ("admin", "data_expert", "clinician", "reviewer")
+# The role of an AI judge's account (``annotate.ai_judge``): not a role anyone can be given, it never signs
+# in, claims an item or counts as a clinician.
+AI_JUDGE_ROLE = "ai_judge"
 MIN_PASSWORD = 12  # NIST SP 800-63B-4 asks for at least 15 without MFA, 8 with; 12 is this project's floor
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5

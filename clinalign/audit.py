@@ -55,6 +55,7 @@ from clinalign import __version__
 from clinalign.schemas import ClinalignError
 from clinalign.store import (
     Adjudication,
+    AiJudgement,
     Artifact,
     AuditEvent,
     AuditHead,
@@ -302,6 +303,11 @@ COVERED: dict[str, tuple[type, str, tuple[str, ...]]] = {
         ("task_id", "user_id", "choice", "ratings_a", "ratings_b", "tags_a", "tags_b", "rationale", "rewrite"),
     ),
     "adjudication": (Adjudication, "adjudication", ("task_id", "reviewer_id", "choice", "reason")),
+    "ai_judgement": (
+        AiJudgement,
+        "ai_judgement",
+        ("task_id", "user_id", "choice", "ratings_a", "ratings_b", "tags_a", "tags_b", "rationale"),
+    ),
 }
 
 

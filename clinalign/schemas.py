@@ -6,6 +6,7 @@ these models name fields, never values.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -22,6 +23,20 @@ Risk = Literal["emergency", "urgent", "routine", "unknown"]
 PAIR_CHOICES: tuple[str, ...] = ("A", "B", "tie", "both_unacceptable")
 SINGLE_CHOICES: tuple[str, ...] = ("good", "bad")
 Choice = Literal[PAIR_CHOICES + ("cannot_judge",)]  # type: ignore[valid-type]
+
+
+def decide(votes: list[str], min_votes: int) -> tuple[str, float] | None:
+    """The choice of a strict majority of usable votes, with margin (for - against) / usable votes,
+    where "against" is the opposite side (B for A, bad for good) and other votes count for neither."""
+    usable = [v for v in votes if v in PAIR_CHOICES or v in SINGLE_CHOICES]
+    if len(usable) < min_votes:
+        return None
+    counts = Counter(usable)
+    opposite = {"A": "B", "B": "A", "good": "bad", "bad": "good"}
+    for choice, n in counts.items():
+        if n > len(usable) / 2:
+            return choice, (n - counts[opposite.get(choice, "")]) / len(usable)
+    return None
 
 
 # Kinds of deliberately unsafe or unhelpful answers a case may carry next to its reference.

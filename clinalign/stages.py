@@ -93,7 +93,7 @@ STAGES: tuple[Stage, ...] = (
         "configs/train/sft",
         ("prompt_set", "model", "external_model"),
         ("model",),
-        "Supervised fine-tuning (TRL SFTTrainer); with no base, builds a small model from scratch.",
+        "Supervised fine-tuning (TRL SFTTrainer, LoRA) of SmolLM2 or any chat model on reference answers.",
     ),
     Stage(
         "generate",
@@ -122,6 +122,16 @@ STAGES: tuple[Stage, ...] = (
         ("campaign", "authored_answers"),
         "Create a clinician campaign from candidate answers.",
         entry="create_campaign",
+    ),
+    Stage(
+        "annotate.ai",
+        "clinalign.annotate.ai_judge",
+        ("annotate", "ai"),
+        "configs/annotate/ai",
+        ("judgements", "model", "external_model"),
+        ("ai_judgements",),
+        "RLAIF: an AI judge (OpenAI-compatible endpoint or local model) rates a campaign's pairs, "
+        "kept apart from clinicians; its agreement with them is measured.",
     ),
     Stage(
         "annotate.prioritise",

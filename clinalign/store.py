@@ -249,6 +249,26 @@ class Judgement(Base):
     (``CLINALIGN_KEEP_CLINICIAN_ORIGINALS``), never shown or exported."""
 
 
+class AiJudgement(Base):
+    """An AI judge's verdict on one task, in a clinician's shape (``JudgementIn``), kept in a table of its
+    own: agreement figures, consensus, adjudication queues and dashboards read ``Judgement`` only, so an
+    AI judge can never be counted as a clinician. Its author is a ``User`` with role ``ai_judge``."""
+
+    __tablename__ = "ai_judgement"
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"), index=True)
+    choice: Mapped[str] = mapped_column(String(20))
+    ratings_a: Mapped[dict | None]
+    ratings_b: Mapped[dict | None]
+    tags_a: Mapped[list] = mapped_column(default=list)
+    tags_b: Mapped[list] = mapped_column(default=list)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class JudgementRevision(Base):
     """A judgement as it was before its author edited it."""
 

@@ -33,14 +33,15 @@ CROSS_CUTTING = {
     "embed",
     "bundled",
     "reward_model",
+    "rewards",
     "stats",
     "plots",
     "accounts",
 }
 PURE_TEXT = {"guardrails", "phi"}  # pure functions on text: no store, no stage, no shell
-SHELLS = {"cli", "demo", "web"}
-# What one shell may use of another: the demo's entry and the web server's.
-SHELL_ENTRIES = {"clinalign.demo", "clinalign.web.server"}
+SHELLS = {"cli", "demo", "web", "serve"}
+# What one shell may use of another: the demo's entry, the web server's and the services'.
+SHELL_ENTRIES = {"clinalign.demo", "clinalign.web.server", "clinalign.serve"}
 RAW_READERS = {"ingest", "deidentify", "store", "migrations"}  # the quarantine's only users
 HEAVY = {"torch", "transformers", "trl", "peft", "datasets"}
 HEAVY_ALLOWED = {"generate", "evaluate", "serve", "lm"}

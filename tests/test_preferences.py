@@ -131,6 +131,7 @@ def test_decide_and_the_kto_and_sft_tables():
             "prompt_id": 1,
             "split": "train",
             "risk": "urgent",
+            "source": "clinicians",
         }
     ]
     assert "555-123-4567" not in rows["pairs_standard"][0]["prompt"]  # residual PHI scan on the way out

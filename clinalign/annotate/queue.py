@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from clinalign import phi
+from clinalign.accounts import AI_JUDGE_ROLE
 from clinalign.audit import record_event, row_digest
 from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError, JudgementIn
 from clinalign.store import (
@@ -176,6 +177,8 @@ class Plan:
 def candidates(session: Session, campaign: Campaign, user: User) -> Plan:
     """Reads only: the clinician's open item, else the best tasks with a free slot, else lapsed slots."""
     now = utcnow()
+    if user.role == AI_JUDGE_ROLE:
+        return Plan(None, [], [])  # an AI judge takes no clinician's slot (annotate.ai_judge)
     if not (campaign.status == "open" or (campaign.status == "simulated" and user.simulated)):
         return Plan(None, [], [])  # a closed campaign, or the simulated panel's own
     current = _open_assignment(session, campaign, user, now)

@@ -60,6 +60,22 @@ def annotate_prioritise(
     run("annotate.prioritise", config, set_ + [f"campaign={campaign}"])
 
 
+@stage_command("annotate.ai")
+def annotate_ai(
+    campaign: str | None = typer.Option(None, "--campaign", help="A clinician campaign (default: simulated panel's)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    loop: int | None = LoopOpt,
+) -> None:
+    result = run("annotate.ai", config, set_ + ([f"campaign={campaign}"] if campaign else []), loop)
+    if result.metrics["unparseable"]:
+        err_console.print(
+            f"[bold yellow]warning:[/] {result.metrics['unparseable']} replies were not a valid judgement "
+            "and were not stored",
+            highlight=False,
+        )
+
+
 @stage_command("preferences")
 def preferences(
     ctx: typer.Context,

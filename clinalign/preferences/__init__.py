@@ -24,10 +24,11 @@ from sqlalchemy.orm import Session
 from clinalign.audit import RunContext, canonical_json, record_event, row_digest, sha256_text
 from clinalign.preferences import export
 from clinalign.preferences.agreement import agreement
-from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError
+from clinalign.schemas import PAIR_CHOICES, SINGLE_CHOICES, ClinalignError, decide
 from clinalign.settings import StageConfig
 from clinalign.store import (
     Adjudication,
+    AiJudgement,
     Artifact,
     Campaign,
     Candidate,
@@ -52,19 +53,15 @@ class Config(StageConfig):
     min_votes: int = Field(default=2, ge=1)
     """Items with fewer usable judgements than this give no training example (unless adjudicated)."""
 
+    ai_judgements: int | None = None
+    """Artifact id of an AI judge's verdicts on this campaign (``annotate ai``) to mix into the training
+    split, on items the clinicians have not decided; none unless named."""
 
-def decide(votes: list[str], min_votes: int) -> tuple[str, float] | None:
-    """The choice of a strict majority of usable votes, with margin (for - against) / usable votes,
-    where "against" is the opposite side (B for A, bad for good) and other votes count for neither."""
-    usable = [v for v in votes if v in PAIR_CHOICES or v in SINGLE_CHOICES]
-    if len(usable) < min_votes:
-        return None
-    counts = Counter(usable)
-    opposite = {"A": "B", "B": "A", "good": "bad", "bad": "good"}
-    for choice, n in counts.items():
-        if n > len(usable) / 2:
-            return choice, (n - counts[opposite.get(choice, "")]) / len(usable)
-    return None
+    ai_mix: float = Field(default=0.5, ge=0.0, le=1.0)
+    """At most this many AI-decided pairs per clinician-decided training pair."""
+
+    min_ai_agreement: float = Field(default=0.7, ge=0.0, le=1.0)
+    """An AI judge agreeing with the clinicians' consensus less often than this is not mixed in."""
 
 
 def consensus(votes: list[str], min_votes: int) -> tuple[str, float] | None:
@@ -169,7 +166,7 @@ def _decisions(tasks: dict[int, Task], judgements: list[Judgement], adjudicated:
             usable = [v for v in votes[task_id] if v != "cannot_judge"] or [choice]
             opposite = {"A": "B", "B": "A", "good": "bad", "bad": "good"}.get(choice, "")
             margin = (usable.count(choice) - usable.count(opposite)) / len(usable)
-            decided.append(export.Decided(task, choice, margin, adjudicated=True))
+            decided.append(export.Decided(task, choice, margin, adjudicated=True, source="adjudicated"))
         elif panel:
             decided.append(export.Decided(task, panel[0], panel[1], adjudicated=False))
     return decided
@@ -181,6 +178,37 @@ def _figures(campaign, tasks, judgements, adjudicated, names, min_votes: int):
     gold = {t.id: t.gold for t in tasks.values() if t.gold}
     axes = tuple(campaign.axes)
     return decided, agreement(judgements, names, gold, {d.task.id: d.choice for d in decided}, axes)
+
+
+def _ai_decided(session: Session, ctx: RunContext, config: Config, campaign, tasks, decided, prompts) -> list:
+    """An AI judge's pair verdicts, for items of the training split the clinicians left undecided, up to
+    ``ai_mix`` per clinician-decided training pair; refused below the agreement floor. They never count
+    in agreement or consensus, and never reach the held-out split."""
+    art = ctx.input(session, "ai_judgements", config.ai_judgements)
+    if art.meta.get("campaign") != campaign.id:
+        raise ClinalignError(f"AI judgements {art.id} are of another campaign than {campaign.name!r}")
+    agreed = art.meta["agreement"]["vs_consensus"]
+    if agreed["value"] is None or agreed["value"] < config.min_ai_agreement:
+        shown = "unmeasured (no item both judged)" if agreed["value"] is None else f"{agreed['value']:.2f}"
+        raise ClinalignError(
+            f"AI judge {art.meta['judge']} agrees with the clinicians' consensus {shown} (n={agreed['n']}), "
+            f"below min_ai_agreement {config.min_ai_agreement}: not mixed in"
+        )
+    judge = session.scalar(select(User).where(User.username == art.meta["judge"]))
+    taken = {d.task.id for d in decided}
+    human_train = sum(1 for d in decided if d.choice in ("A", "B") and prompts[d.task.prompt_id].split == "train")
+    room = int(config.ai_mix * human_train)
+    mixed = []
+    mine = (AiJudgement.user_id == judge.id, AiJudgement.task_id.in_(tasks))
+    for verdict in session.scalars(select(AiJudgement).where(*mine).order_by(AiJudgement.id)):
+        task = tasks[verdict.task_id]
+        if len(mixed) >= room:
+            break
+        held_out = prompts[task.prompt_id].split != "train"
+        if task.id in taken or task.gold or held_out or verdict.choice not in ("A", "B"):
+            continue
+        mixed.append(export.Decided(task, verdict.choice, 0.0, adjudicated=False, source="ai"))
+    return mixed
 
 
 def stats(session: Session, config: Config) -> dict:
@@ -210,6 +238,13 @@ def run(ctx: RunContext, config: Config) -> dict:
         names = {u.id: u.username for u in session.scalars(select(User))}
     decided, figures = _figures(campaign, tasks, judgements, adjudicated, names, config.min_votes)
     decided_training = [d for d in decided if not d.task.gold]  # calibration items measure raters, they don't train
+    ai_mixed = []
+    if config.ai_judgements is not None:
+        with ctx.store.session() as session:
+            ai_mixed = _ai_decided(session, ctx, config, campaign, tasks, decided_training, prompts)
+            ai_agreement = session.get(Artifact, config.ai_judgements).meta["agreement"]
+        figures["ai_judge"] = {"mixed_pairs": len(ai_mixed), **ai_agreement}
+        decided_training += ai_mixed
     rows = export.tables(decided_training, tasks, judgements, prompts, candidates, names, campaign.name)
     counts = export.write(rows, ctx.out_dir / "preferences")
     summary = {
@@ -221,6 +256,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         "no_consensus": len(tasks) - len(decided),
         "tie_or_unacceptable": sum(d.choice in ("tie", "both_unacceptable") for d in decided),
         "adjudicated": len(adjudicated),
+        "ai_pairs": len(ai_mixed),
     }
     with ctx.store.session() as session:
         meta = {**summary, "agreement": figures, "campaign": campaign.name}

@@ -31,6 +31,7 @@ class Decided:
     choice: str  # the consensus: "A"/"B"/"tie"/"both_unacceptable" or "good"/"bad"
     margin: float
     adjudicated: bool
+    source: str = "clinicians"  # or "adjudicated", or "ai": an AI judge's verdict mixed in (never held out)
 
 
 def _clean(text: str) -> str:
@@ -57,7 +58,13 @@ def tables(
     for d in decided:
         prompt = prompts[d.task.prompt_id]
         text = _clean(prompt.text)
-        common = {"task_id": d.task.id, "prompt_id": prompt.id, "split": prompt.split, "risk": prompt.risk}
+        common = {
+            "task_id": d.task.id,
+            "prompt_id": prompt.id,
+            "split": prompt.split,
+            "risk": prompt.risk,
+            "source": d.source,
+        }
         a = candidates[d.task.candidate_a_id].text
         b = candidates[d.task.candidate_b_id].text if d.task.candidate_b_id else None
         if d.choice in ("A", "B") and b is not None:
@@ -125,6 +132,8 @@ def _items(decided, tasks, judgements, prompts, candidates) -> list[dict]:
     for j in judgements:
         by_task.setdefault(j.task_id, []).append(j)
     rows = []
+    for d in decided:  # an AI judge's verdict may stand on an item no clinician has judged yet
+        by_task.setdefault(d.task.id, [])
     for task_id, group in sorted(by_task.items()):
         task = tasks.get(task_id)
         if task is None or task.gold:  # calibration items measure raters; they do not train
@@ -141,6 +150,7 @@ def _items(decided, tasks, judgements, prompts, candidates) -> list[dict]:
             "answer_b": candidates[task.candidate_b_id].text if task.candidate_b_id else None,
             "consensus": decision.choice if decision else None,
             "margin": max(decision.margin, 0.0) if decision else None,
+            "source": decision.source if decision else None,
             "judgements": len(group),
         }
         for axis in AXES:

@@ -260,9 +260,28 @@ def _per_clinician(total: np.ndarray, data: _Data, judgements: list[dict], agree
     }
 
 
-def run(ctx: RunContext, config: Config) -> dict:
+def save(folder: Path, net, config: Config, temperature: float, encoder_path: str) -> Path:
+    """Write a reward-model folder that ``reward_model.load`` reads."""
     from safetensors.torch import save_file
 
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "encoder": encoder_path,
+        "axes": list(AXES),
+        "safety_axes": config.safety_axes,
+        "weights": config.weights,
+        "tau": config.tau,
+        "temperature": temperature,
+        "members": config.members,
+        "hidden": config.hidden,
+        "dim": int(net.w1.shape[1]),
+    }
+    (folder / reward_model.CONFIG).write_text(json.dumps(settings, indent=1))
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(folder / reward_model.WEIGHTS))
+    return folder
+
+
+def run(ctx: RunContext, config: Config) -> dict:
     unknown = [a for a in [*config.safety_axes, *config.weights] if a not in AXES]
     if unknown:
         raise ClinalignError(f"unknown axes {', '.join(unknown)} (axes: {', '.join(AXES)})")
@@ -277,21 +296,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     train_pairs = [i for i in data.decided if rows[i]["split"] == "train"]
     temperature = _temperature(net, data, config, drawn)
     figures = _figures(net, data, config, temperature, judgements, agreement)
-    folder = ctx.out_dir / "model"
-    folder.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "encoder": encoder_path,
-        "axes": list(AXES),
-        "safety_axes": config.safety_axes,
-        "weights": config.weights,
-        "tau": config.tau,
-        "temperature": temperature,
-        "members": config.members,
-        "hidden": config.hidden,
-        "dim": int(data.x.shape[1]),
-    }
-    (folder / reward_model.CONFIG).write_text(json.dumps(settings, indent=1))
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(folder / reward_model.WEIGHTS))
+    folder = save(ctx.out_dir / "model", net, config, temperature, encoder_path)
     (folder / "metrics.json").write_text(json.dumps(figures, indent=1))
     metrics = {
         "train_pairs": len(train_pairs),
