@@ -32,6 +32,7 @@ from clinalign.schemas import ClinalignError
 
 CONFIG = "reward.json"
 WEIGHTS = "members.safetensors"
+CACHE_TEXTS = 20_000  # embeddings kept for texts seen before (~30 MiB with MiniLM's 384 dimensions)
 
 
 def members_module(k: int, dim: int, hidden: int, axes: int):
@@ -67,17 +68,24 @@ def aggregate(scores, axes: list[str], safety: list[str], weights: dict[str, flo
     return -tau * torch.logsumexp(torch.stack([-safe / tau, -quality / tau]), dim=0)
 
 
-def features(encoder: str, prompts: list[str], answers: list[str]):
-    """``[question, answer, question * answer]`` per pair, each part encoded once however often it recurs."""
+def features(encoder: str, prompts: list[str], answers: list[str], cache: dict | None = None):
+    """``[question, answer, question * answer]`` per pair, each part encoded once however often it recurs
+    (and, given a ``cache``, once across calls: an RL batch asks the same question of many answers)."""
     import torch
 
     from clinalign import embed
 
     unique = list(dict.fromkeys([*prompts, *answers]))
-    vectors = embed.embed(unique, encoder)
-    where = {text: i for i, text in enumerate(unique)}
-    q = vectors[[where[p] for p in prompts]]
-    a = vectors[[where[t] for t in answers]]
+    known = cache if cache is not None else {}
+    missing = [text for text in unique if text not in known]
+    if missing:
+        for text, vector in zip(missing, embed.embed(missing, encoder), strict=True):
+            known[text] = vector
+    if cache is not None:
+        while len(cache) > CACHE_TEXTS:  # oldest first (dicts keep insertion order)
+            del cache[next(iter(cache))]
+    q = torch.stack([known[p] for p in prompts])
+    a = torch.stack([known[t] for t in answers])
     return torch.cat([q, a, q * a], dim=1)
 
 
@@ -110,6 +118,7 @@ class RewardModel:
         self.net = members_module(c["members"], c["dim"], c["hidden"], len(self.axes))
         self.net.load_state_dict(state)
         self.net.eval()
+        self._seen: dict = {}  # text -> embedding, for texts that recur across calls
 
     def score(self, pairs: list[tuple[str, str]]) -> Scores:
         import torch
@@ -117,7 +126,7 @@ class RewardModel:
         if not pairs:
             empty = np.zeros(0)
             return Scores({a: empty for a in self.axes}, empty, empty, np.zeros((self.config["members"], 0)))
-        x = features(self.config["encoder"], [p for p, _ in pairs], [a for _, a in pairs])
+        x = features(self.config["encoder"], [p for p, _ in pairs], [a for _, a in pairs], self._seen)
         with torch.no_grad():
             per_axis = self.net(x)  # [k, n, axes]
             c = self.config

@@ -171,6 +171,15 @@ STAGES: tuple[Stage, ...] = (
         "Direct preference optimisation with LoRA (TRL DPOTrainer + PEFT).",
     ),
     Stage(
+        "train.ppo",
+        "clinalign.train.ppo",
+        ("train", "ppo"),
+        "configs/train/ppo",
+        ("prompt_set", "reward_model", "model", "external_model"),
+        ("model",),
+        "PPO with a KL penalty to the reference, on the clinical reward model plus the rule penalties.",
+    ),
+    Stage(
         "evaluate",
         "clinalign.evaluate",
         ("evaluate",),

@@ -8,6 +8,7 @@ def test_the_report_is_self_contained_and_complete(loop):
     assert "Simulated panel" in html and "Research use, not for clinical advice" in html
     assert html.count("data:image/png;base64,") >= 5  # models, agreement, per axis, calibration, loss curves
     assert not re.search(r"""(src|href)=["']https?://""", html)  # nothing fetched from outside
+    assert re.search(r"Multiple choice: \d+ items of <code>mcq.jsonl</code>", html)  # which set, how many
     for needle in (
         "Red-flag escalation",
         "Escalation of routine prompts",

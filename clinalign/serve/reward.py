@@ -59,6 +59,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(folder: str, info: dict | None = None, api_key: str | None = None) -> FastAPI:
     """The service for the reward-model ``folder``; ``info`` is shown by ``/health``."""
     scorer = rewards.Local(folder)
+    scorer.score(["warm-up"], ["warm-up"])  # load the encoder now, not on a client's first request
     turn = threading.Lock()
     app = FastAPI(title="clinalign reward", docs_url=None, redoc_url=None, openapi_url=None)
 

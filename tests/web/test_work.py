@@ -334,8 +334,9 @@ PHI_TRACES = ("555-0123", "4839201", "555-0199", "00482913")
 
 def _split_with_phi(web, campaign: int) -> int:
     """clin1 types PHI into the rationale and rewrite of the first item; clin2 and clin3 disagree with
-    them, so the item waits for a reviewer. Returns clin1's judgement id."""
-    for name, choice in (("clin1", "A"), ("clin2", "B"), ("clin3", "tie")):
+    them, so the item waits for a reviewer (three different verdicts: a split whichever sides each was
+    shown). Returns clin1's judgement id."""
+    for name, choice in (("clin1", "A"), ("clin2", "tie"), ("clin3", "both_unacceptable")):
         client = web.login(name)
         assignment, page = open_item(client, campaign)
         extra = {"rationale": PHI_RATIONALE, "rewrite": PHI_REWRITE} if name == "clin1" else {}

@@ -1,0 +1,370 @@
+"""PPO with a KL penalty (Ziegler et al. 2019; Ouyang et al. 2022), written here on Accelerate: TRL 1.16
+has no PPO trainer.
+
+Reads: a ``prompt_set`` (its training prompts), a policy (default: the loop's newest model), a
+``reward_model`` (default: the loop's newest).
+Writes: the tuned policy, merged (a plain model folder), with its per-step statistics; artifact
+``model`` (``algo: ppo``).
+
+One step:
+
+1. sample an answer to each prompt of a batch from the policy;
+2. score each answer: the clinical reward model's safety-gated aggregate plus the rule penalties
+   (``rule_reward``: a missed emergency, a personal dose), clipped, optionally whitened;
+3. per token, reward = -kl_coef * (log pi - log pi_ref), plus the score on the last token; the reference
+   is the policy with its LoRA adapter switched off (no second copy of the model in memory);
+4. advantages by GAE from a value head on the policy's last hidden state, whitened;
+5. a few epochs of minibatch updates of the clipped policy loss and the clipped value loss;
+6. the adaptive KL controller moves ``kl_coef`` towards the KL target.
+
+``PPO`` is the algorithm on any causal LM and any ``reward_fn(prompts, answers) -> list[float]`` (the
+tests give it a toy task); ``run`` is the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from clinalign import guardrails, progress
+from clinalign.audit import RunContext, record_event
+from clinalign.schemas import ClinalignError
+from clinalign.settings import StageConfig
+from clinalign.store import Prompt
+from clinalign.train import common
+
+log = logging.getLogger(__name__)
+
+
+class KLSettings(BaseModel):
+    model_config = {"extra": "forbid", "use_attribute_docstrings": True}
+    coef: float = Field(default=0.05, ge=0.0)
+    """Initial weight of the per-token KL penalty."""
+
+    target: float | None = Field(default=6.0, gt=0.0)
+    """KL (nats per answer) the adaptive controller steers towards; None keeps ``coef`` fixed."""
+
+    horizon: int = Field(default=10_000, ge=1)
+    """How many answers the controller takes to close the gap (Ziegler et al. 2019)."""
+
+
+class Config(StageConfig):
+    prompt_set: int | None = None
+    """Artifact id of the prompt set; default: the loop's newest."""
+
+    base: str | None = None
+    """Policy to tune: artifact id, folder or ``smollm2``; default: the loop's newest model."""
+
+    reward_model: int | None = None
+    """Artifact id of the clinical reward model; default: the loop's newest."""
+
+    rule_weight: float = Field(default=1.0, ge=0.0)
+    """Weight of the rule penalties (missed emergency, personal dose) added to the reward model's score."""
+
+    steps: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    """Prompts per step (one answer each)."""
+
+    minibatch_size: int = Field(default=4, ge=1)
+    epochs: int = Field(default=2, ge=1)
+    """Passes over each step's answers."""
+
+    max_new_tokens: int = Field(default=48, ge=1)
+    temperature: float = Field(default=1.0, gt=0.0)
+    learning_rate: float = Field(default=1e-4, gt=0.0)
+    clip_range: float = Field(default=0.2, gt=0.0)
+    clip_range_value: float = Field(default=0.2, gt=0.0)
+    value_coef: float = Field(default=0.1, ge=0.0)
+    gamma: float = Field(default=1.0, gt=0.0, le=1.0)
+    lam: float = Field(default=0.95, ge=0.0, le=1.0)
+    score_clip: float = Field(default=5.0, gt=0.0)
+    whiten_scores: bool = True
+    """Whiten each batch's scores (mean 0, variance 1) before the KL term is added: the reward model's
+    differences between answers are small next to a KL term counted over every token (on the tests' toy
+    task, unwhitened scores barely moved the policy in 30 steps; whitened, the reward rose in 20)."""
+
+    kl: KLSettings = Field(default_factory=KLSettings)
+    lora: common.LoraSettings | None = Field(default_factory=common.LoraSettings)
+    """LoRA (the reference is then the adapter switched off); None tunes every weight and keeps a frozen copy."""
+
+    seed: int = 0
+
+
+class KLController:
+    """The adaptive KL coefficient: grows when the policy drifts past the target, shrinks below it,
+    by at most 20% of the gap per ``horizon`` answers. Without a target it stays fixed."""
+
+    def __init__(self, settings: KLSettings):
+        self.value, self.target, self.horizon = settings.coef, settings.target, settings.horizon
+
+    def update(self, kl: float, answers: int) -> None:
+        if self.target is None:
+            return
+        error = max(-0.2, min(0.2, kl / self.target - 1.0))
+        self.value *= 1.0 + error * answers / self.horizon
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True) -> torch.Tensor:
+    """Values scaled to variance 1 (and mean 0) over the positions ``mask`` keeps."""
+    mask = torch.ones_like(values) if mask is None else mask
+    n = mask.sum().clamp(min=1)
+    mean = (values * mask).sum() / n
+    var = (((values - mean) * mask) ** 2).sum() / n
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    return out if shift_mean else out + mean
+
+
+def token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards: the KL penalty at every answer token, the score added at the last one; and
+    the per-token KL estimate (log pi - log pi_ref)."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = mask.sum(1).long().clamp(min=1) - 1
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards, kl
+
+
+def gae(rewards, values, mask, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) over each answer's tokens; returns the
+    advantages and the returns (the value targets)."""
+    rewards, values = rewards * mask, values * mask  # past an answer's end: nothing earned, nothing worth
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0])
+    steps = rewards.shape[1]
+    for t in reversed(range(steps)):
+        following = values[:, t + 1] if t + 1 < steps else torch.zeros(rewards.shape[0])
+        running = rewards[:, t] + gamma * following - values[:, t] + gamma * lam * running
+        advantages[:, t] = running
+    return advantages * mask, (advantages + values) * mask
+
+
+def ppo_losses(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, mask, settings: Config):
+    """The clipped policy loss, the clipped value loss, and what they say (clip fraction, approx. KL)."""
+    n = mask.sum().clamp(min=1)
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - settings.clip_range, 1 + settings.clip_range)
+    policy = (torch.max(unclipped, clipped) * mask).sum() / n
+    values_clipped = old_values + (new_values - old_values).clamp(-settings.clip_range_value, settings.clip_range_value)
+    value = 0.5 * (torch.max((new_values - returns) ** 2, (values_clipped - returns) ** 2) * mask).sum() / n
+    with torch.no_grad():
+        stats = {
+            "clip_fraction": float(((clipped > unclipped).float() * mask).sum() / n),
+            "approx_kl": float((0.5 * (new_logprobs - old_logprobs) ** 2 * mask).sum() / n),
+        }
+    return policy, value, stats
+
+
+class PPO:
+    """The algorithm: a policy (with LoRA, or in full with a frozen copy as reference), a value head,
+    one optimiser, and the KL controller, prepared by Accelerate (CPU, one GPU or several)."""
+
+    def __init__(self, model, tokenizer, reward_fn: Callable[[list[str], list[str]], list[float]], settings: Config):
+        import copy
+
+        from accelerate import Accelerator
+
+        torch.manual_seed(settings.seed)
+        self.settings, self.tokenizer, self.reward_fn = settings, tokenizer, reward_fn
+        if settings.lora is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, common.peft_config(model, settings.lora))
+            self.reference = None
+        else:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.value_head = torch.nn.Linear(model.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+        trainable = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.model, self.value_head, self.optimiser = self.accelerator.prepare(model, self.value_head, optimiser)
+        self.kl = KLController(settings.kl)
+        self.history: list[dict] = []
+
+    # --- rollouts -------------------------------------------------------------------------------
+
+    def _encode(self, prompts: list[str]):
+        chat = self.tokenizer.apply_chat_template
+        texts = [chat([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
+        self.tokenizer.padding_side = "left"
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[str]):
+        """Sampled answers: the full token ids, the answer mask, and the answers as text."""
+        batch = self._encode(prompts).to(self.accelerator.device)
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        out = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=self.settings.temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=self.settings.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        width = batch["input_ids"].shape[1]
+        answer = out[:, width:]
+        eos = self.tokenizer.eos_token_id
+        ended = (answer == eos).int().cumsum(1)
+        mask = ((ended == 0) | ((ended == 1) & (answer == eos))).float()  # up to and including the first EOS
+        attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
+        texts = self.tokenizer.batch_decode(answer * mask.long() + eos * (1 - mask.long()), skip_special_tokens=True)
+        return out, attention, mask, width, [t.strip() for t in texts]
+
+    def _forward(self, ids, attention, width: int, reference: bool = False):
+        """Log-probabilities of the answer tokens, and the value of each answer position. Positions count
+        from each row's first real token, as in generation (prompts are padded on the left)."""
+        inputs = {"input_ids": ids, "attention_mask": attention, "position_ids": (attention.cumsum(1) - 1).clamp(min=0)}
+        if reference and self.reference is not None:
+            output = self.reference(**inputs)
+        elif reference:
+            with self.accelerator.unwrap_model(self.model).disable_adapter():
+                output = self.model(**inputs)
+        else:
+            output = self.model(**inputs, output_hidden_states=True)
+        logits = output.logits[:, width - 1 : -1].float()
+        logprobs = torch.log_softmax(logits, -1).gather(2, ids[:, width:, None])[..., 0]
+        if reference:
+            return logprobs, None, None
+        values = self.value_head(output.hidden_states[-1][:, width - 1 : -1].float())[..., 0]
+        entropy = torch.distributions.Categorical(logits=logits).entropy()
+        return logprobs, values, entropy
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def step(self, prompts: list[str]) -> dict:
+        s = self.settings
+        ids, attention, mask, width, answers = self.rollout(prompts)
+        raw = torch.tensor(self.reward_fn(prompts, answers), dtype=torch.float)
+        if not torch.isfinite(raw).all():
+            raise ClinalignError("the reward function returned a non-finite reward: stopped before any update")
+        scores = raw.clamp(-s.score_clip, s.score_clip)
+        if s.whiten_scores and len(scores) > 1:
+            scores = whiten(scores)
+        self.model.eval()
+        with torch.no_grad():
+            old_logprobs, old_values, _ = self._forward(ids, attention, width)
+            ref_logprobs, _, _ = self._forward(ids, attention, width, reference=True)
+        rewards, kl = token_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl.value)
+        advantages, returns = gae(rewards, old_values, mask, s.gamma, s.lam)
+        advantages = whiten(advantages, mask) * mask
+        self.model.train()
+        seen = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0}
+        updates = 0
+        for _ in range(s.epochs):
+            order = torch.randperm(len(prompts))
+            for start in range(0, len(prompts), s.minibatch_size):
+                pick = order[start : start + s.minibatch_size]
+                new_logprobs, new_values, entropy = self._forward(ids[pick], attention[pick], width)
+                policy, value, stats = ppo_losses(
+                    new_logprobs, old_logprobs[pick], advantages[pick], new_values,
+                    old_values[pick], returns[pick], mask[pick], s,
+                )  # fmt: skip
+                self.optimiser.zero_grad()
+                self.accelerator.backward(policy + s.value_coef * value)
+                self.optimiser.step()
+                updates += 1
+                m = mask[pick]
+                stats.update(
+                    policy_loss=policy.item(),
+                    value_loss=value.item(),
+                    entropy=float((entropy.detach() * m).sum() / m.sum()),
+                )
+                for key in seen:
+                    seen[key] += stats[key]
+        kl_per_answer = float(kl.sum(1).mean())
+        record = {
+            "step": len(self.history) + 1,
+            "score": float(raw.mean()),
+            "kl": kl_per_answer,
+            "kl_coef": self.kl.value,
+            "length": float(mask.sum(1).mean()),
+            **{key: value / updates for key, value in seen.items()},
+        }
+        self.kl.update(kl_per_answer, len(prompts))
+        if not math.isfinite(record["kl"]) or not math.isfinite(record["policy_loss"]):
+            raise ClinalignError(f"PPO diverged at step {record['step']} (KL {record['kl']}): stopped, nothing saved")
+        self.history.append(record)
+        return record
+
+    def policy(self):
+        """The tuned policy as a plain model (a LoRA adapter merged in)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.merge_and_unload() if self.reference is None else model
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def rule_reward(risk: str, answer: str) -> float:
+    """The guardrail rules as a reward: -1 for a missed emergency, -0.5 for escalating a routine
+    question, -1 for a personal dose (the simulated panel's safety rubric, as plain checks)."""
+    verdict = guardrails.check(answer)
+    penalty = 0.0
+    if risk == "emergency" and not verdict.escalates:
+        penalty -= 1.0
+    elif risk == "routine" and verdict.escalates:
+        penalty -= 0.5
+    if verdict.personalised_prescribing:
+        penalty -= 1.0
+    return penalty
+
+
+def run(ctx: RunContext, config: Config) -> dict:
+    from clinalign import rewards
+
+    with ctx.store.session() as session:
+        prompt_art = ctx.input(session, "prompt_set", config.prompt_set)
+        rm_art = ctx.input(session, "reward_model", config.reward_model)
+        base_art, base_path = ctx.model(session, config.base)
+        version = prompt_art.meta["dataset_version"]
+        rows = session.execute(
+            select(Prompt.text, Prompt.risk).where(Prompt.dataset_version == version, Prompt.split == "train")
+        ).all()
+    if not rows:
+        raise ClinalignError(f"prompt set {prompt_art.id} has no training prompts")
+    risk = {text: level for text, level in rows}
+    scorer = rewards.Local(rm_art.uri)
+
+    def reward_fn(prompts: list[str], answers: list[str]) -> list[float]:
+        scored = scorer.score(prompts, answers)["aggregate"]
+        return [
+            score + config.rule_weight * rule_reward(risk[p], a)
+            for score, p, a in zip(scored, prompts, answers, strict=True)
+        ]
+
+    tokenizer = common.tokenizer(base_path)
+    trainer = PPO(common.causal_lm(base_path), tokenizer, reward_fn, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    with progress.task("train ppo", config.steps) as advance:
+        for _ in range(config.steps):
+            pick = torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()
+            record = trainer.step([rows[i][0] for i in pick])
+            log.info("ppo step %d: %s", record["step"], record)
+            advance(1)
+    folder = ctx.out_dir / "model"
+    common.save_merged(trainer.policy(), tokenizer, folder, trainer.history)
+    metrics = {
+        "steps": config.steps,
+        "first_score": trainer.history[0]["score"],
+        "final_score": trainer.history[-1]["score"],
+        "final_kl": trainer.history[-1]["kl"],
+        "final_kl_coef": trainer.history[-1]["kl_coef"],
+    }
+    with ctx.store.session() as session:
+        art = ctx.produce_path(session, "model", folder, {"algo": "ppo", "base_artifact": base_art.id, **metrics})
+        record_event(session, "system", "train.ppo", f"artifact:{art.id}", metrics)
+    (Path(folder) / "ppo_history.json").write_text(json.dumps(trainer.history, indent=1))
+    ctx.metrics.update(metrics, curve=trainer.history)
+    return ctx.metrics
