@@ -154,7 +154,7 @@ def split_query(query: str, prompt: str | None) -> tuple[str, str]:
 # --- TRL: reward callables ------------------------------------------------------------------------
 
 
-def _text(value) -> str:
+def text_of(value) -> str:
     """A prompt or completion as TRL passes it: text, or a conversation (the last user turn of a
     prompt, the assistant's words of a completion)."""
     if isinstance(value, str):
@@ -179,7 +179,7 @@ def trl_reward_functions(
     last: dict = {}
 
     def scores(prompts, completions) -> dict:
-        key = (tuple(map(_text, prompts)), tuple(map(_text, completions)))
+        key = (tuple(map(text_of, prompts)), tuple(map(text_of, completions)))
         if last.get("key") != key:
             last.update(key=key, scores=model.score(list(key[0]), list(key[1])))
         return last["scores"]

@@ -65,9 +65,10 @@ class Settings(BaseSettings):
 
 
 class StageConfig(BaseModel):
-    """Shared pydantic options for every stage's ``Config``: unknown keys are errors."""
+    """Shared pydantic options for every stage's ``Config``: unknown keys are errors; a number given where
+    text is expected is taken as text (``--set base=6`` names artifact 6, which YAML reads as a number)."""
 
-    model_config = {"extra": "forbid", "use_attribute_docstrings": True}
+    model_config = {"extra": "forbid", "use_attribute_docstrings": True, "coerce_numbers_to_str": True}
 
 
 C = TypeVar("C", bound=BaseModel)

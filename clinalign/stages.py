@@ -180,6 +180,15 @@ STAGES: tuple[Stage, ...] = (
         "PPO with a KL penalty to the reference, on the clinical reward model plus the rule penalties.",
     ),
     Stage(
+        "train.grpo",
+        "clinalign.train.grpo",
+        ("train", "grpo"),
+        "configs/train/grpo",
+        ("prompt_set", "reward_model", "model", "external_model"),
+        ("model",),
+        "GRPO or RLOO (TRL) on the reward model's per-axis callables and the guardrail rules, KL beta > 0.",
+    ),
+    Stage(
         "evaluate",
         "clinalign.evaluate",
         ("evaluate",),

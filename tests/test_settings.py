@@ -17,6 +17,7 @@ def test_yaml_and_dotted_overrides(tmp_path: Path):
     nested = load_config(sft.Config, None, ["lora.r=8", "trl.num_train_epochs=1"])
     assert nested.lora.r == 8 and nested.lora.layers == 8 and nested.trl == {"num_train_epochs": 1}
     assert load_config(sft.Config, None, ["lora=null"]).lora is None  # every weight
+    assert load_config(sft.Config, None, ["base=6"]).base == "6"  # an artifact id, though YAML reads a number
 
 
 def test_unknown_keys_are_errors_that_name_the_key(tmp_path: Path):

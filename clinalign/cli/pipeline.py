@@ -53,5 +53,5 @@ def _config_only(name: str):
     return command
 
 
-for _name in ("curate", "train.sft", "train.reward", "train.dpo", "train.ppo"):
+for _name in ("curate", "train.sft", "train.reward", "train.dpo", "train.ppo", "train.grpo"):
     stage_command(_name)(_config_only(_name))

@@ -154,6 +154,18 @@ def judged_policy(session, dataset) -> Artifact | None:
     return ancestor(session, dataset, MODEL_KINDS)
 
 
+def rl_prompts(session, prompt_set: Artifact) -> list[tuple[str, str]]:
+    """(question, risk) of every training prompt of a prompt set, for the RL trainers to sample from:
+    scanned for residual PHI once more on the way to the model, as SFT's examples are."""
+    from clinalign import phi
+    from clinalign.store import prompts
+
+    rows = [(phi.scrub(p.text)[0], p.risk) for p in prompts(session, prompt_set.sha256, "train")]
+    if not rows:
+        raise ClinalignError(f"prompt set {prompt_set.id} has no training prompts")
+    return rows
+
+
 def tokenizer(path: str):
     """A model's tokenizer, with padding set (many chat models ship without a pad token)."""
     from transformers import AutoTokenizer

@@ -31,13 +31,11 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from clinalign import guardrails, progress
 from clinalign.audit import RunContext, record_event
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import Prompt
 from clinalign.train import common
 
 log = logging.getLogger(__name__)
@@ -328,13 +326,8 @@ def run(ctx: RunContext, config: Config) -> dict:
         prompt_art = ctx.input(session, "prompt_set", config.prompt_set)
         rm_art = ctx.input(session, "reward_model", config.reward_model)
         base_art, base_path = ctx.model(session, config.base)
-        version = prompt_art.meta["dataset_version"]
-        rows = session.execute(
-            select(Prompt.text, Prompt.risk).where(Prompt.dataset_version == version, Prompt.split == "train")
-        ).all()
-    if not rows:
-        raise ClinalignError(f"prompt set {prompt_art.id} has no training prompts")
-    risk = {text: level for text, level in rows}
+        rows = common.rl_prompts(session, prompt_art)
+    risk = dict(rows)
     scorer = rewards.Local(rm_art.uri)
 
     def reward_fn(prompts: list[str], answers: list[str]) -> list[float]:
