@@ -26,6 +26,7 @@ from clinalign.audit import RunContext, record_event
 from clinalign.schemas import AXES, ClinalignError
 from clinalign.settings import StageConfig
 from clinalign.train import common
+from clinalign.train.monitor import Monitor, MonitorSettings
 from clinalign.train.ppo import rule_reward
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class Config(StageConfig):
     """Weight of each reward function (``clinical_aggregate``, ``clinical_rules``, ``clinical_<axis>``);
     one left out is not computed."""
 
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    """Reward-hacking alerts on TRL's log (reward against KL and length), and whether one stops the run."""
+
     vllm: bool = False
     """Generate with vLLM (installed separately; GPU only)."""
 
@@ -88,6 +92,29 @@ def reward_functions(folder: str, weights: dict[str, float]) -> tuple[list, list
     model = rewards.trl_reward_functions(folder, axes=axes, aggregate="clinical_aggregate" in weights)
     functions = model + ([clinical_rules] if "clinical_rules" in weights else [])
     return functions, [weights[f.__name__] for f in functions]
+
+
+def watcher(settings: MonitorSettings):
+    """A TRL callback that checks each logged step with the monitor, and stops training on an alert
+    when told to; its ``alerts`` list every alert raised."""
+    from transformers import TrainerCallback
+
+    class Watch(TrainerCallback):
+        def __init__(self):
+            self.monitor, self.alerts, self.stopped = Monitor(settings), [], None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs:
+                return
+            found = self.monitor.check(logs, reward_key="reward", kl_key="kl", length_key="completions/mean_length")
+            for alert in found:
+                log.warning("step %d: %s", state.global_step, alert)
+            self.alerts += found
+            if found and settings.stop:
+                self.stopped = f"step {state.global_step}: {found[0]}"
+                control.should_training_stop = True
+
+    return Watch()
 
 
 def run(ctx: RunContext, config: Config) -> dict:
@@ -120,7 +147,11 @@ def run(ctx: RunContext, config: Config) -> dict:
         peft_config=common.peft_config(model, config.lora) if config.lora else None,
     )
     common.show_progress(trainer, f"train {config.algorithm}")
+    watch = watcher(config.monitor)
+    trainer.add_callback(watch)
     trainer.train()
+    if watch.stopped:
+        raise ClinalignError(f"{config.algorithm} stopped at {watch.stopped} (nothing saved)")
     history = trainer.state.log_history
     steps = [e for e in history if "reward" in e]
     if not steps:
@@ -133,6 +164,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         "first_reward": steps[0]["reward"],
         "final_reward": steps[-1]["reward"],
         "final_kl": steps[-1].get("kl"),
+        "alerts": len(watch.alerts),
     }
     with ctx.store.session() as session:
         meta = {"algo": config.algorithm, "base_artifact": base_art.id, "reward_model": rm_art.id, **metrics}

@@ -37,6 +37,7 @@ from clinalign.audit import RunContext, record_event
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
 from clinalign.train import common
+from clinalign.train.monitor import Monitor, MonitorSettings, disagreement
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,17 @@ class Config(StageConfig):
     task, unwhitened scores barely moved the policy in 30 steps; whitened, the reward rose in 20)."""
 
     kl: KLSettings = Field(default_factory=KLSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    """Reward-hacking alerts (``train/monitor.py``), and whether an alert stops the run."""
+
+    report_to: list[str] = []
+    """Accelerate trackers to log each step to (``tensorboard``, ``mlflow``, ``wandb``), when installed."""
+
     lora: common.LoraSettings | None = Field(default_factory=common.LoraSettings)
     """LoRA (the reference is then the adapter switched off); None tunes every weight and keeps a frozen copy."""
+
+    log_dir: str | None = None
+    """Where trackers write (default: the run's folder)."""
 
     seed: int = 0
 
@@ -183,7 +193,11 @@ class PPO:
         torch.nn.init.zeros_(self.value_head.bias)
         trainable = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
         optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), log_with=settings.report_to or None, project_dir=settings.log_dir
+        )
+        if settings.report_to:
+            self.accelerator.init_trackers("clinalign-ppo")
         self.model, self.value_head, self.optimiser = self.accelerator.prepare(model, self.value_head, optimiser)
         self.kl = KLController(settings.kl)
         self.history: list[dict] = []
@@ -294,6 +308,8 @@ class PPO:
         if not math.isfinite(record["kl"]) or not math.isfinite(record["policy_loss"]):
             raise ClinalignError(f"PPO diverged at step {record['step']} (KL {record['kl']}): stopped, nothing saved")
         self.history.append(record)
+        if self.settings.report_to:
+            self.accelerator.log(record, step=record["step"])
         return record
 
     def policy(self):
@@ -329,21 +345,32 @@ def run(ctx: RunContext, config: Config) -> dict:
         rows = common.rl_prompts(session, prompt_art)
     risk = dict(rows)
     scorer = rewards.Local(rm_art.uri)
+    parts: dict[str, list[float]] = {}  # the last batch's reward-model and rule scores, for the monitor
 
     def reward_fn(prompts: list[str], answers: list[str]) -> list[float]:
-        scored = scorer.score(prompts, answers)["aggregate"]
-        return [
-            score + config.rule_weight * rule_reward(risk[p], a)
-            for score, p, a in zip(scored, prompts, answers, strict=True)
-        ]
+        parts["model"] = scorer.score(prompts, answers)["aggregate"]
+        parts["rules"] = [rule_reward(risk[p], a) for p, a in zip(prompts, answers, strict=True)]
+        return [m + config.rule_weight * r for m, r in zip(parts["model"], parts["rules"], strict=True)]
 
     tokenizer = common.tokenizer(base_path)
-    trainer = PPO(common.causal_lm(base_path), tokenizer, reward_fn, config)
+    settings = config.model_copy(update={"log_dir": config.log_dir or str(ctx.out_dir / "logs")})
+    trainer = PPO(common.causal_lm(base_path), tokenizer, reward_fn, settings)
+    monitor = Monitor(config.monitor)
     generator = torch.Generator().manual_seed(config.seed)
     with progress.task("train ppo", config.steps) as advance:
         for _ in range(config.steps):
             pick = torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()
             record = trainer.step([rows[i][0] for i in pick])
+            record.update(
+                reward_model=sum(parts["model"]) / len(parts["model"]),
+                rules=sum(parts["rules"]) / len(parts["rules"]),
+                rm_rules_disagreement=disagreement(parts["model"], parts["rules"]),
+            )
+            record["alerts"] = monitor.check(record)
+            for alert in record["alerts"]:
+                log.warning("ppo step %d: %s", record["step"], alert)
+            if record["alerts"] and config.monitor.stop:
+                raise ClinalignError(f"ppo stopped at step {record['step']}: {record['alerts'][0]} (nothing saved)")
             log.info("ppo step %d: %s", record["step"], record)
             advance(1)
     folder = ctx.out_dir / "model"
@@ -354,6 +381,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         "final_score": trainer.history[-1]["score"],
         "final_kl": trainer.history[-1]["kl"],
         "final_kl_coef": trainer.history[-1]["kl_coef"],
+        "alerts": sum(len(h["alerts"]) for h in trainer.history),
     }
     with ctx.store.session() as session:
         art = ctx.produce_path(session, "model", folder, {"algo": "ppo", "base_artifact": base_art.id, **metrics})
