@@ -34,22 +34,43 @@ DEFAULTS: dict[str, dict] = {
 }
 
 
+# The policy-optimisation stage of the loop, by algorithm, with the settings that choose it.
+ALGORITHMS: dict[str, tuple[str, dict]] = {
+    "dpo": ("train.dpo", {}),
+    "ppo": ("train.ppo", {}),
+    "grpo": ("train.grpo", {"algorithm": "grpo"}),
+    "rloo": ("train.grpo", {"algorithm": "rloo"}),
+}
+
+
+def order(algorithm: str = "dpo") -> list[str]:
+    """The loop's stages with ``algorithm`` tuning the policy."""
+    if algorithm not in ALGORITHMS:
+        raise ClinalignError(f"unknown algorithm {algorithm!r} (choose {', '.join(ALGORITHMS)})")
+    return [ALGORITHMS[algorithm][0] if stage == "train.dpo" else stage for stage in LOOP]
+
+
 def run(
     workspace: Path | None = None,
     on_stage: Callable[[int, str, int, dict, float], None] | None = None,
     base: str = "smollm2",
     sizes: dict[str, dict] | None = None,
+    algorithm: str = "dpo",
 ) -> Path:
-    """Run every stage in order on ``base``; return the report's path. ``sizes`` overrides stages'
-    settings (the tests pass a tiny model and small sizes); ``on_stage`` hears each stage's figures."""
+    """Run every stage in order on ``base``, tuning the policy with ``algorithm``; return the report's
+    path. ``sizes`` overrides stages' settings (the tests pass a tiny model and small sizes);
+    ``on_stage`` hears each stage's figures."""
+    stages = order(algorithm)
     workspace = workspace or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     if (workspace / "clinalign.db").exists():
         raise ClinalignError(f"{workspace} already holds a demo; pass another --workspace")
     workspace.mkdir(parents=True, exist_ok=True)
     store = Store.open(f"sqlite:///{(workspace / 'clinalign.db').resolve()}")
     report_path = workspace / "report.html"
+    tuner, chosen = ALGORITHMS[algorithm]
     defaults = {**DEFAULTS, "train.sft": {"base": base}, "report": {"path": str(report_path)}}
-    for number, stage in enumerate(LOOP, start=1):
+    defaults[tuner] = merge(defaults.get(tuner, {}), chosen)
+    for number, stage in enumerate(stages, start=1):
         settings = merge(defaults.get(stage, {}), (sizes or {}).get(stage, {}))
         started = time.perf_counter()
         with progress.shown():

@@ -72,3 +72,32 @@ def test_audit_verify_passes_then_names_an_edited_row(loop, monkeypatch, tmp_pat
 def _report_id(store) -> int:
     with store.session() as session:
         return session.scalar(select(Artifact.id).where(Artifact.kind == "report"))
+
+
+def test_the_loop_can_tune_with_ppo_and_evaluates_every_model_of_its_lineage(tiny_model, tmp_path):
+    from clinalign import demo
+    from clinalign.store import Store
+    from tests.tiny_model import TINY_LOOP
+
+    sizes = {
+        **TINY_LOOP,
+        "train.ppo": {"steps": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 8, "lora": {"layers": None}},
+    }
+    demo.run(tmp_path / "ppo", base=str(tiny_model), sizes=sizes, algorithm="ppo")
+    store = Store.open(f"sqlite:///{tmp_path / 'ppo' / 'clinalign.db'}")
+    with store.session() as session:
+        stages = session.scalars(select(Run.stage).order_by(Run.id)).all()
+        evaluated = newest(session, "eval_report").meta
+    assert "train.ppo" in stages and "train.dpo" not in stages
+    assert [m["label"] for m in evaluated["models"]][1:] == ["sft", "ppo"], evaluated["models"]
+
+
+def test_an_unknown_algorithm_is_refused_before_anything_runs(tmp_path):
+    import pytest
+
+    from clinalign import demo
+    from clinalign.schemas import ClinalignError
+
+    with pytest.raises(ClinalignError, match="unknown algorithm 'ppx'"):
+        demo.run(tmp_path / "x", algorithm="ppx")
+    assert not (tmp_path / "x").exists()

@@ -17,21 +17,20 @@ def demo(
         None, help="Folder for this demo's database and files (default: runs/demo-<time>)."
     ),
     base: str = typer.Option("smollm2", help="The policy to align: smollm2 (bundled), a model folder or hub id."),
+    algorithm: str = typer.Option("dpo", help="How the policy is tuned after SFT: dpo, ppo, grpo or rloo."),
 ) -> None:
     """Run the whole loop on the bundled synthetic scenarios, aligning SmolLM2-135M-Instruct, and write the
     HTML report."""
     quiet_libraries()
     from clinalign import demo as demo_module
-    from clinalign.stages import LOOP
-
     started = time.perf_counter()
 
     def show(number: int, stage: str, run_id: int, metrics: dict, seconds: float) -> None:
-        console.rule(f"[bold]{number}/{len(LOOP)} {stage}[/] ({seconds:.0f} s)")
+        console.rule(f"[bold]{number}/{len(demo_module.LOOP)} {stage}[/] ({seconds:.0f} s)")
         render_metrics(stage, run_id, metrics)
 
     try:
-        path = demo_module.run(workspace, on_stage=show, base=base)
+        path = demo_module.run(workspace, on_stage=show, base=base, algorithm=algorithm)
     except ClinalignError as err:
         fail(str(err))
     folder = path.parent
