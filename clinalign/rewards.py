@@ -112,7 +112,7 @@ def scorer(source: str, api_key: str | None = None) -> Local | Remote:
 
 # --- OpenRLHF: POST /get_reward ---------------------------------------------------------------------
 
-# Chat markup the policy's template wraps turns in (ChatML, Llama 3, Mistral/Llama 2, generic).
+# Chat markup the policy's template wraps turns in (ChatML, Llama 3).
 _TURN = re.compile(
     r"<\|im_start\|>(?P<chatml>system|user|assistant)\s*\n"
     r"|<\|start_header_id\|>(?P<llama3>system|user|assistant)<\|end_header_id\|>\s*"
@@ -132,23 +132,37 @@ def _turns(text: str) -> list[tuple[str, str]] | None:
     return turns
 
 
+def _last_user_turn(prompt: str) -> str:
+    """The last user turn of a chat-formatted prompt, or the prompt itself."""
+    turns = _turns(prompt)
+    users = [content for role, content in turns or [] if role == "user"]
+    return users[-1] if users else _END.sub(" ", prompt).strip()
+
+
 def split_query(query: str, prompt: str | None) -> tuple[str, str]:
     """The question and the answer of one OpenRLHF ``query`` (the prompt and the response, as the
-    policy's tokenizer decoded them together), given its ``prompt`` when sent. Chat markup is read,
-    not scored: the question is the last user turn and the answer what follows it."""
+    policy's tokenizer decoded them together), given its ``prompt`` when sent.
+
+    The policy writes the response, so nothing in it may change what is scored: with the prompt, the
+    question comes from the prompt alone and the answer is everything after it (end-of-turn markers
+    dropped; any role markup the policy wrote stays in the answer, as text). Without it, the query is
+    read as a single exchange: the first user turn, and everything after the first assistant header
+    that follows it. Send ``prompts`` for multi-turn conversations."""
     if prompt and query.startswith(prompt):
-        asked, answer = prompt, query[len(prompt) :]
-    else:
-        asked, answer = prompt or "", query
-    turns = _turns(asked + answer)
-    if turns is not None:
-        users = [i for i, (role, _) in enumerate(turns) if role == "user"]
-        if users:
-            last = users[-1]
-            replies = [content for role, content in turns[last + 1 :] if role == "assistant"]
-            tail = replies[-1] if replies else ""
-            return turns[last][1], tail
-    return _END.sub(" ", asked).strip(), _END.sub(" ", answer).strip()
+        return _last_user_turn(prompt), _END.sub(" ", query[len(prompt) :]).strip()
+    marks = list(_TURN.finditer(query))
+    user = next((i for i, m in enumerate(marks) if (m.group("chatml") or m.group("llama3")) == "user"), None)
+    reply = (
+        next(
+            (m for m in marks[user + 1 :] if (m.group("chatml") or m.group("llama3")) == "assistant"),
+            None,
+        )
+        if user is not None
+        else None
+    )
+    if reply is None:
+        return _last_user_turn(prompt or ""), _END.sub(" ", query).strip()
+    return _last_user_turn(query[: reply.start()]), _END.sub(" ", query[reply.end() :]).strip()
 
 
 # --- TRL: reward callables ------------------------------------------------------------------------
@@ -186,7 +200,10 @@ def trl_reward_functions(
 
     def make(name: str, pick: Callable[[dict], list[float]]) -> Callable:
         def reward(prompts, completions, **_kwargs) -> list[float]:
-            return [float(v) for v in pick(scores(prompts, completions))]
+            values = [float(v) for v in pick(scores(prompts, completions))]
+            if not all(map(math.isfinite, values)):  # TRL would read NaN as "not applicable" and go on
+                raise RewardError(f"{name}: the reward model returned a non-finite score")
+            return values
 
         reward.__name__ = reward.__qualname__ = name  # TRL logs each reward under its function's name
         return reward

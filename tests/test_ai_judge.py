@@ -102,11 +102,12 @@ def test_a_judge_that_always_prefers_the_first_answer_is_caught_by_the_swap(copy
 
 
 def _rubric_judge(prompt: str) -> str:
-    """Prefers the answer that sends the reader to emergency care (what the simulated panel rewards)."""
+    """Prefers the answer that sends the reader to emergency care (what the simulated panel rewards),
+    else the longer one: a consistent judge, whichever order the answers come in."""
     a = prompt.split("Answer A:")[1].split("Answer B:")[0].lower()
     b = prompt.split("Answer B:")[1].split("Rate each answer")[0].lower()
     urgent = ("911", "emergency", "999", "ambulance")
-    score_a, score_b = (sum(w in text for w in urgent) for text in (a, b))
+    score_a, score_b = ((sum(w in text for w in urgent), len(text)) for text in (a, b))
     return _verdict("tie" if score_a == score_b else ("A" if score_a > score_b else "B"))
 
 

@@ -20,6 +20,7 @@ agreement figures. ``preferences`` mixes them in only when asked, and only past 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -27,11 +28,12 @@ import re
 from collections import defaultdict
 from itertools import combinations
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from sqlalchemy import select
 
-from clinalign import progress, stats
+from clinalign import phi, progress, stats
 from clinalign.accounts import AI_JUDGE_ROLE
 from clinalign.annotate import queue
 from clinalign.audit import RunContext, canonical_json, record_event, row_digest, sha256_text
@@ -140,12 +142,22 @@ def combine(first: JudgementIn, second: JudgementIn) -> JudgementIn:
     )
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OpenAIJudge:
     """Asks an OpenAI-compatible ``/chat/completions`` endpoint, greedily."""
 
     def __init__(self, config: Config):
         if not config.endpoint:
             raise ClinalignError("backend openai needs endpoint: the base URL (e.g. http://127.0.0.1:8000/v1)")
+        host = urlsplit(config.endpoint).hostname or ""
+        if config.endpoint.startswith("http://") and not _loopback(host):
+            raise ClinalignError(f"endpoint {config.endpoint}: plain http beyond this machine; use https")
         self.config = config
         key = os.environ.get(config.api_key_env)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -291,11 +303,13 @@ def run(ctx: RunContext, config: Config) -> dict:
     with progress.task(f"annotate ai ({config.backend})", len(tasks)) as advance:
         for task in tasks:
             with ctx.store.session() as session:
-                prompt = session.get(Prompt, task.prompt_id)
-                a, b = (session.get(Candidate, c).text for c in (task.candidate_a_id, task.candidate_b_id))
-                verdict = judge.ask(prompt.text, a, b, campaign)
+                # The residual PHI scan once more before text leaves for a judge (maybe another host).
+                question = phi.scrub(session.get(Prompt, task.prompt_id).text)[0]
+                sides = (task.candidate_a_id, task.candidate_b_id)
+                a, b = (phi.scrub(session.get(Candidate, c).text)[0] for c in sides)
+                verdict = judge.ask(question, a, b, campaign)
                 if verdict is not None and config.both_orders:
-                    second = judge.ask(prompt.text, b, a, campaign)
+                    second = judge.ask(question, b, a, campaign)
                     verdict = combine(verdict, _swapped(second)) if second is not None else None
                 if verdict is None:
                     unparseable += 1

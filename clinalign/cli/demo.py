@@ -23,6 +23,7 @@ def demo(
     HTML report."""
     quiet_libraries()
     from clinalign import demo as demo_module
+
     started = time.perf_counter()
 
     def show(number: int, stage: str, run_id: int, metrics: dict, seconds: float) -> None:

@@ -21,6 +21,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clinalign.accounts import AI_JUDGE_ROLE
 from clinalign.audit import RunContext, canonical_json, record_event, row_digest, sha256_text
 from clinalign.preferences import export
 from clinalign.preferences.agreement import agreement
@@ -61,7 +62,8 @@ class Config(StageConfig):
     """At most this many AI-decided pairs per clinician-decided training pair."""
 
     min_ai_agreement: float = Field(default=0.7, ge=0.0, le=1.0)
-    """An AI judge agreeing with the clinicians' consensus less often than this is not mixed in."""
+    """An AI judge is mixed in only when the lower bound of its agreement with the clinicians' consensus
+    (Wilson 95%) reaches this: a handful of lucky items does not pass."""
 
 
 def consensus(votes: list[str], min_votes: int) -> tuple[str, float] | None:
@@ -181,21 +183,33 @@ def _figures(campaign, tasks, judgements, adjudicated, names, min_votes: int):
 
 
 def _ai_decided(session: Session, ctx: RunContext, config: Config, campaign, tasks, decided, prompts) -> list:
-    """An AI judge's pair verdicts, for items of the training split the clinicians left undecided, up to
+    """An AI judge's pair verdicts, for items of the training split no clinician has judged yet, up to
     ``ai_mix`` per clinician-decided training pair; refused below the agreement floor. They never count
     in agreement or consensus, and never reach the held-out split."""
     art = ctx.input(session, "ai_judgements", config.ai_judgements)
     if art.meta.get("campaign") != campaign.id:
         raise ClinalignError(f"AI judgements {art.id} are of another campaign than {campaign.name!r}")
     agreed = art.meta["agreement"]["vs_consensus"]
-    if agreed["value"] is None or agreed["value"] < config.min_ai_agreement:
-        shown = "unmeasured (no item both judged)" if agreed["value"] is None else f"{agreed['value']:.2f}"
+    if agreed["low"] is None or agreed["low"] < config.min_ai_agreement:  # the interval's floor: n counts
+        shown = (
+            "unmeasured (no item both judged)"
+            if agreed["value"] is None
+            else (f"{agreed['value']:.2f} [{agreed['low']:.2f}, {agreed['high']:.2f}]")
+        )
         raise ClinalignError(
-            f"AI judge {art.meta['judge']} agrees with the clinicians' consensus {shown} (n={agreed['n']}), "
-            f"below min_ai_agreement {config.min_ai_agreement}: not mixed in"
+            f"AI judge {art.meta['judge']} agrees with the clinicians' consensus {shown} (n={agreed['n']}): "
+            f"its lower bound is below min_ai_agreement {config.min_ai_agreement}: not mixed in"
         )
     judge = session.scalar(select(User).where(User.username == art.meta["judge"]))
-    taken = {d.task.id for d in decided}
+    if judge is None or judge.role != AI_JUDGE_ROLE:
+        raise ClinalignError(f"{art.meta['judge']!r} is no longer an AI judge's account: not mixed in")
+    # Only where no clinician has given a usable verdict: a split vote waits for a reviewer, not an AI.
+    voted = {
+        j.task_id
+        for j in session.scalars(select(Judgement).where(Judgement.task_id.in_(tasks)))
+        if j.choice != "cannot_judge"
+    }
+    taken = {d.task.id for d in decided} | voted
     human_train = sum(1 for d in decided if d.choice in ("A", "B") and prompts[d.task.prompt_id].split == "train")
     room = int(config.ai_mix * human_train)
     mixed = []

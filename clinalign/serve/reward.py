@@ -66,6 +66,8 @@ def create_app(folder: str, info: dict | None = None, api_key: str | None = None
     @app.middleware("http")
     async def guard(request: Request, call_next):
         length = request.headers.get("content-length", "")
+        if request.method == "POST" and not length.isdigit():  # a chunked body would be read whole, unbounded
+            return _error(411, "send Content-Length with the request body")
         if length.isdigit() and int(length) > MAX_BODY:
             return _error(413, f"request body of {int(length)} bytes; at most {MAX_BODY}")
         if api_key is not None:

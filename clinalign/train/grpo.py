@@ -65,7 +65,8 @@ class Config(StageConfig):
     one left out is not computed."""
 
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
-    """Reward-hacking alerts on TRL's log (reward against KL and length), and whether one stops the run."""
+    """Reward-hacking alerts on TRL's log (reward against KL and length; the reward-model/rules split is
+    PPO's, which sees each answer's parts), and whether one stops the run."""
 
     vllm: bool = False
     """Generate with vLLM (installed separately; GPU only)."""
@@ -106,7 +107,10 @@ def watcher(settings: MonitorSettings):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "reward" not in logs:
                 return
-            found = self.monitor.check(logs, reward_key="reward", kl_key="kl", length_key="completions/mean_length")
+            length = logs.get("completions/mean_length")
+            # TRL logs the KL per token; the monitor's limit is per answer, as PPO's.
+            kl = logs["kl"] * length if "kl" in logs and length else logs.get("kl")
+            found = self.monitor.check({"reward": logs["reward"], "kl": kl, "length": length}, reward_key="reward")
             for alert in found:
                 log.warning("step %d: %s", state.global_step, alert)
             self.alerts += found

@@ -106,8 +106,9 @@ class Config(StageConfig):
 
 
 class KLController:
-    """The adaptive KL coefficient: grows when the policy drifts past the target, shrinks below it,
-    by at most 20% of the gap per ``horizon`` answers. Without a target it stays fixed."""
+    """The adaptive KL coefficient: grows when the policy drifts past the target, shrinks below it; the
+    relative error is clipped to +-20% and applied in proportion to answers / ``horizon``. Without a
+    target it stays fixed."""
 
     def __init__(self, settings: KLSettings):
         self.value, self.target, self.horizon = settings.coef, settings.target, settings.horizon
@@ -135,7 +136,7 @@ def token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float) -> tuple
     kl = (logprobs - ref_logprobs) * mask
     rewards = -kl_coef * kl
     last = mask.sum(1).long().clamp(min=1) - 1
-    rewards[torch.arange(len(scores)), last] += scores
+    rewards[torch.arange(len(scores), device=rewards.device), last] += scores
     return rewards, kl
 
 
@@ -144,10 +145,10 @@ def gae(rewards, values, mask, gamma: float, lam: float) -> tuple[torch.Tensor, 
     advantages and the returns (the value targets)."""
     rewards, values = rewards * mask, values * mask  # past an answer's end: nothing earned, nothing worth
     advantages = torch.zeros_like(rewards)
-    running = torch.zeros(rewards.shape[0])
+    running = torch.zeros(rewards.shape[0], device=rewards.device)
     steps = rewards.shape[1]
     for t in reversed(range(steps)):
-        following = values[:, t + 1] if t + 1 < steps else torch.zeros(rewards.shape[0])
+        following = values[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
         running = rewards[:, t] + gamma * following - values[:, t] + gamma * lam * running
         advantages[:, t] = running
     return advantages * mask, (advantages + values) * mask
@@ -156,7 +157,7 @@ def gae(rewards, values, mask, gamma: float, lam: float) -> tuple[torch.Tensor, 
 def ppo_losses(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, mask, settings: Config):
     """The clipped policy loss, the clipped value loss, and what they say (clip fraction, approx. KL)."""
     n = mask.sum().clamp(min=1)
-    ratio = torch.exp(new_logprobs - old_logprobs)
+    ratio = torch.exp((new_logprobs - old_logprobs) * mask)  # padding: ratio 1, never inf * 0
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - settings.clip_range, 1 + settings.clip_range)
     policy = (torch.max(unclipped, clipped) * mask).sum() / n
@@ -199,6 +200,11 @@ class PPO:
         if settings.report_to:
             self.accelerator.init_trackers("clinalign-ppo")
         self.model, self.value_head, self.optimiser = self.accelerator.prepare(model, self.value_head, optimiser)
+        if self.reference is not None:
+            self.reference.to(self.accelerator.device)
+        stops = model.generation_config.eos_token_id
+        stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
+        self.stops = torch.tensor(sorted(s for s in stops if s is not None))
         self.kl = KLController(settings.kl)
         self.history: list[dict] = []
 
@@ -228,8 +234,9 @@ class PPO:
         width = batch["input_ids"].shape[1]
         answer = out[:, width:]
         eos = self.tokenizer.eos_token_id
-        ended = (answer == eos).int().cumsum(1)
-        mask = ((ended == 0) | ((ended == 1) & (answer == eos))).float()  # up to and including the first EOS
+        stop = torch.isin(answer, self.stops.to(answer.device))  # any token the model's generation ends on
+        ended = stop.int().cumsum(1)
+        mask = ((ended == 0) | ((ended == 1) & stop)).float()  # up to and including the first stop
         attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
         texts = self.tokenizer.batch_decode(answer * mask.long() + eos * (1 - mask.long()), skip_special_tokens=True)
         return out, attention, mask, width, [t.strip() for t in texts]
@@ -245,7 +252,7 @@ class PPO:
                 output = self.model(**inputs)
         else:
             output = self.model(**inputs, output_hidden_states=True)
-        logits = output.logits[:, width - 1 : -1].float()
+        logits = output.logits[:, width - 1 : -1].float() / self.settings.temperature  # as sampled
         logprobs = torch.log_softmax(logits, -1).gather(2, ids[:, width:, None])[..., 0]
         if reference:
             return logprobs, None, None
@@ -258,7 +265,7 @@ class PPO:
     def step(self, prompts: list[str]) -> dict:
         s = self.settings
         ids, attention, mask, width, answers = self.rollout(prompts)
-        raw = torch.tensor(self.reward_fn(prompts, answers), dtype=torch.float)
+        raw = torch.tensor(self.reward_fn(prompts, answers), dtype=torch.float, device=self.accelerator.device)
         if not torch.isfinite(raw).all():
             raise ClinalignError("the reward function returned a non-finite reward: stopped before any update")
         scores = raw.clamp(-s.score_clip, s.score_clip)
