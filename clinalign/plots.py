@@ -46,6 +46,30 @@ def loss_plot(curves: dict[str, list[dict]]) -> str | None:
     return png(fig)
 
 
+def rl_plot(name: str, curve: list[dict]) -> str:
+    """An RL run step by step: mean reward, KL to the reference (nats per answer) and answer length,
+    with the monitor's alerts marked: a PNG. Takes PPO's records and TRL's GRPO/RLOO log alike."""
+    plt = _pyplot()
+    steps = [p["step"] for p in curve]
+    reward = [p.get("score", p.get("reward")) for p in curve]
+    length = [p.get("length", p.get("completions/mean_length")) for p in curve]
+    # TRL logs the KL per token; PPO per answer: shown per answer for both.
+    per_token = ["completions/mean_length" in p and p.get("kl") is not None for p in curve]
+    kl = [p["kl"] * p["completions/mean_length"] if t else p.get("kl") for p, t in zip(curve, per_token, strict=True)]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    panels = zip(axes, (reward, kl, length), ("mean reward", "KL to reference", "answer length"), strict=True)
+    for ax, values, label in panels:
+        ax.plot(steps, values, color="#2b6cb0", marker=".")
+        alarmed = [(s, v) for s, v, p in zip(steps, values, curve, strict=True) if p.get("alerts")]
+        if alarmed:
+            ax.scatter(*zip(*alarmed, strict=True), color="#c53030", zorder=3, label="monitor alert")
+            ax.legend(fontsize=8)
+        ax.set_title(f"{name}: {label}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return png(fig)
+
+
 def agreement_plot(agreement: dict, rm_accuracy: float | None = None) -> str:
     """Per-rater agreement with the rest of the panel (and gold accuracy), and alpha per axis: a PNG."""
     plt = _pyplot()

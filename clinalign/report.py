@@ -86,6 +86,15 @@ def run(ctx: RunContext, config: Config) -> dict:
         for stage in ("train.sft", "train.dpo")
         if stage in by_stage
     }
+    rl = [
+        {
+            "stage": stage,
+            "png": plots.rl_plot(stage, by_stage[stage].metrics["curve"]),
+            "alerts": [f"step {p['step']}: {a}" for p in by_stage[stage].metrics["curve"] for a in p.get("alerts", [])],
+        }
+        for stage in ("train.ppo", "train.grpo")
+        if stage in by_stage and by_stage[stage].metrics.get("curve")
+    ]
     summary = evaluation["summary"]
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
         (resources.files("clinalign") / "templates" / "report.html.j2").read_text(encoding="utf-8")
@@ -125,6 +134,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         ],
         chain=chain,
         loss_png=plots.loss_plot(curves),
+        rl=rl,
         models_png=plots.models_plot(summary, {k: label for k, (label, _) in METRICS.items()}),
         agreement_png=plots.agreement_plot(agreement, reward.get("test_accuracy")) if agreement and reward else None,
         reliability_png=plots.reliability_plot(reward["calibration"]["reliability"])

@@ -90,6 +90,8 @@ def test_the_loop_can_tune_with_ppo_and_evaluates_every_model_of_its_lineage(tin
         evaluated = newest(session, "eval_report").meta
     assert "train.ppo" in stages and "train.dpo" not in stages
     assert [m["label"] for m in evaluated["models"]][1:] == ["sft", "ppo"], evaluated["models"]
+    report = (tmp_path / "ppo" / "report.html").read_text()
+    assert "train.ppo: reward, KL and length, step by step" in report and "Reward-hacking monitor:" in report
 
 
 def test_an_unknown_algorithm_is_refused_before_anything_runs(tmp_path):
