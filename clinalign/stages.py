@@ -159,7 +159,7 @@ STAGES: tuple[Stage, ...] = (
         "configs/train/reward",
         ("preference_dataset", "model", "external_model"),
         ("reward_model",),
-        "Reward model on the consensus pairs (TRL RewardTrainer).",
+        "The multi-axis clinical reward model (a head per axis, safety-gated aggregate, ensemble).",
     ),
     Stage(
         "train.dpo",
