@@ -486,6 +486,29 @@ class RunContext:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    stage: str = ""
+    config_hash: str = ""
+
+    def resume_point(self, session: Session) -> Path | None:
+        """The newest complete checkpoint (a ``checkpoints/step-N`` folder holding ``COMPLETE``) that an
+        earlier run of this stage with this very config left unfinished (killed, or failed): where a
+        re-run continues. None when there is none."""
+        earlier = session.scalars(
+            select(Run.id)
+            .where(
+                Run.stage == self.stage,
+                Run.config_hash == self.config_hash,
+                Run.id < self.run_id,
+                Run.status != "succeeded",
+            )
+            .order_by(Run.id.desc())
+        )
+        for run_id in earlier:
+            folder = self.out_dir.parent / str(run_id) / "checkpoints"
+            done = [p for p in folder.glob("step-*") if (p / "COMPLETE").is_file() and p.name[5:].isdigit()]
+            if done:
+                return max(done, key=lambda p: int(p.name[5:]))
+        return None
 
     def use(self, artifact_id: int) -> None:
         """Declare that this run read ``artifact_id``."""
@@ -652,7 +675,14 @@ def track_run(
         record_event(session, "system", "run.start", f"run:{run.id}", {"stage": stage})
         run_id = run.id
     out_dir = data_dir / "artifacts" / str(run_id)
-    ctx = RunContext(store=store, run_id=run_id, out_dir=out_dir, loop_id=loop_id)
+    ctx = RunContext(
+        store=store,
+        run_id=run_id,
+        out_dir=out_dir,
+        loop_id=loop_id,
+        stage=stage,
+        config_hash=sha256_text(canonical_json(config_dict)),
+    )
     started = time.perf_counter()
     log.info("run %s: %s started", run_id, stage)
     status, error = "succeeded", None

@@ -99,6 +99,10 @@ class Config(StageConfig):
     lora: common.LoraSettings | None = Field(default_factory=common.LoraSettings)
     """LoRA (the reference is then the adapter switched off); None tunes every weight and keeps a frozen copy."""
 
+    save_every: int = Field(default=4, ge=0)
+    """Keep a checkpoint every this many steps (0: none). A re-run of the same config after a crash or a
+    kill continues from the last one, and ends as an uninterrupted run would."""
+
     log_dir: str | None = None
     """Where trackers write (default: the run's folder)."""
 
@@ -319,6 +323,53 @@ class PPO:
             self.accelerator.log(record, step=record["step"])
         return record
 
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def _trainable(self) -> dict:
+        model = self.accelerator.unwrap_model(self.model)
+        return {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+    def save(self, folder: Path, extra: dict) -> None:
+        """What a resumed run needs (trainable weights, value head, optimiser, KL coefficient, history,
+        random states, and the caller's ``extra``), written beside and renamed into place: a kill during
+        the write leaves no half checkpoint behind."""
+        import shutil
+
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        torch.save(
+            {
+                "trainable": self._trainable(),
+                "value_head": self.accelerator.unwrap_model(self.value_head).state_dict(),
+                "optimiser": self.optimiser.state_dict(),
+                "kl": self.kl.value,
+                "history": self.history,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "extra": extra,
+            },
+            partial / "state.pt",
+        )
+        (partial / "COMPLETE").write_text(str(len(self.history)))
+        partial.rename(folder)
+
+    def load(self, folder: Path) -> dict:
+        """Continue from a checkpoint ``save`` wrote; returns its ``extra``."""
+        state = torch.load(folder / "state.pt", weights_only=False)
+        model = self.accelerator.unwrap_model(self.model)
+        missing = set(self._trainable()) - set(state["trainable"])
+        if missing:
+            raise ClinalignError(f"checkpoint {folder} does not fit this model (no {sorted(missing)[0]})")
+        model.load_state_dict(state["trainable"], strict=False)
+        self.accelerator.unwrap_model(self.value_head).load_state_dict(state["value_head"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.kl.value, self.history = state["kl"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["extra"]
+
     def policy(self):
         """The tuned policy as a plain model (a LoRA adapter merged in)."""
         model = self.accelerator.unwrap_model(self.model)
@@ -364,8 +415,17 @@ def run(ctx: RunContext, config: Config) -> dict:
     trainer = PPO(common.causal_lm(base_path), tokenizer, reward_fn, settings)
     monitor = Monitor(config.monitor)
     generator = torch.Generator().manual_seed(config.seed)
+    with ctx.store.session() as session:
+        resume = ctx.resume_point(session)
+    if resume is not None:
+        extra = trainer.load(resume)
+        generator.set_state(extra["generator"])
+        monitor.first = trainer.history[0] if trainer.history else None
+        log.warning("ppo: continuing from %s (step %d)", resume, len(trainer.history))
+        ctx.metrics["resumed_from_step"] = len(trainer.history)
     with progress.task("train ppo", config.steps) as advance:
-        for _ in range(config.steps):
+        advance(len(trainer.history))
+        for _ in range(len(trainer.history), config.steps):
             pick = torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()
             record = trainer.step([rows[i][0] for i in pick])
             record.update(
@@ -379,6 +439,9 @@ def run(ctx: RunContext, config: Config) -> dict:
             if record["alerts"] and config.monitor.stop:
                 raise ClinalignError(f"ppo stopped at step {record['step']}: {record['alerts'][0]} (nothing saved)")
             log.info("ppo step %d: %s", record["step"], record)
+            step = record["step"]
+            if config.save_every and step % config.save_every == 0 and step < config.steps:
+                trainer.save(ctx.out_dir / "checkpoints" / f"step-{step}", {"generator": generator.get_state()})
             advance(1)
     folder = ctx.out_dir / "model"
     common.save_merged(trainer.policy(), tokenizer, folder, trainer.history)
