@@ -490,9 +490,9 @@ class RunContext:
     config_hash: str = ""
 
     def resume_point(self, session: Session) -> Path | None:
-        """The newest complete checkpoint (a ``checkpoints/step-N`` folder holding ``COMPLETE``) that an
-        earlier run of this stage with this very config left unfinished (killed, or failed): where a
-        re-run continues. None when there is none."""
+        """The newest complete checkpoint (a ``checkpoints/<name>-N`` folder holding ``COMPLETE``: PPO's
+        ``step-N``, the TRL trainers' ``checkpoint-N``) that an earlier run of this stage with this very
+        config left unfinished (killed, or failed): where a re-run continues. None when there is none."""
         earlier = session.scalars(
             select(Run.id)
             .where(
@@ -505,9 +505,9 @@ class RunContext:
         )
         for run_id in earlier:
             folder = self.out_dir.parent / str(run_id) / "checkpoints"
-            done = [p for p in folder.glob("step-*") if (p / "COMPLETE").is_file() and p.name[5:].isdigit()]
+            done = [p for p in folder.glob("*-*") if (p / "COMPLETE").is_file() and p.name.rsplit("-", 1)[1].isdigit()]
             if done:
-                return max(done, key=lambda p: int(p.name[5:]))
+                return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))
         return None
 
     def use(self, artifact_id: int) -> None:

@@ -78,8 +78,9 @@ def save_merged(model, tokenizer, folder: Path, log_history: list[dict]) -> None
     (folder / "log_history.json").write_text(json.dumps(log_history, indent=1))
 
 
-def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict) -> Any:
-    """Build a TRL config class from our defaults plus the user's ``trl:`` mapping, unchanged."""
+def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict, save_every: int = 0) -> Any:
+    """Build a TRL config class from our defaults plus the user's ``trl:`` mapping, unchanged; with
+    ``save_every``, a checkpoint every that many steps (the last two kept) for ``train`` to resume from."""
     import torch
 
     known = {f.name for f in dataclasses.fields(cls)}
@@ -91,11 +92,37 @@ def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict) -> Any
         "report_to": [],
         "disable_tqdm": True,  # our own rich bar instead
         "use_cpu": not torch.cuda.is_available(),
-        "save_strategy": "no",
+        "save_strategy": "steps" if save_every else "no",
+        "save_steps": save_every or 500,
+        "save_total_limit": 2,
         "logging_steps": 1,
         "seed": 0,
     }
     return cls(**{**fixed, **defaults, **overrides})
+
+
+class CheckpointDone(TrainerCallback):
+    """Marks a checkpoint folder ``COMPLETE`` once the trainer has written all of it: a folder without
+    the mark (a kill mid-write) is never resumed from (``RunContext.resume_point``)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            (folder / "COMPLETE").write_text(str(state.global_step))
+
+
+def train(trainer, ctx) -> None:
+    """``trainer.train()``, continuing from the last complete checkpoint of an unfinished earlier run
+    of the same stage and config when there is one (``ctx.metrics['resumed_from_step']`` says so)."""
+    import logging
+
+    trainer.add_callback(CheckpointDone())
+    with ctx.store.session() as session:
+        point = ctx.resume_point(session)
+    if point is not None:
+        ctx.metrics["resumed_from_step"] = int(point.name.rsplit("-", 1)[-1])
+        logging.getLogger(__name__).warning("continuing from %s", point)
+    trainer.train(resume_from_checkpoint=str(point) if point else None)
 
 
 def show_progress(trainer, description: str) -> None:

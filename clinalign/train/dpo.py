@@ -52,6 +52,10 @@ class Config(StageConfig):
 
     lora: common.LoraSettings = Field(default_factory=common.LoraSettings)
 
+    save_every: int = Field(default=50, ge=0)
+    """A checkpoint every this many optimiser steps (0: none); a re-run of the same config after a crash
+    or a kill continues from the last complete one."""
+
     trl: dict = {}
     """Fields of TRL's ``DPOConfig``, handed over unchanged (over the defaults above)."""
 
@@ -66,7 +70,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     tokenizer = common.tokenizer(base_path)
     model = common.causal_lm(base_path)
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.sft_weight]} if config.sft_weight else {}
-    args = common.trl_config(DPOConfig, ctx.out_dir, {**TRL_DEFAULTS, **losses}, config.trl)
+    args = common.trl_config(DPOConfig, ctx.out_dir, {**TRL_DEFAULTS, **losses}, config.trl, config.save_every)
     # TRL resolves the reference model from the policy's path: with a LoRA adapter the reference is
     # the same weights with the adapter switched off, so no second copy is loaded.
     trainer = DPOTrainer(
@@ -78,7 +82,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         peft_config=common.peft_config(model, config.lora),
     )
     common.show_progress(trainer, "train dpo")
-    trainer.train()
+    common.train(trainer, ctx)
     metrics = {"train_pairs": len(train), "test_pairs": len(test) if test is not None else 0}
     if test is not None and len(test):
         held_out = trainer.evaluate()

@@ -72,6 +72,10 @@ class Config(StageConfig):
     """Generate with vLLM (installed separately; GPU only)."""
 
     lora: common.LoraSettings | None = Field(default_factory=common.LoraSettings)
+    save_every: int = Field(default=50, ge=0)
+    """A checkpoint every this many optimiser steps (0: none); a re-run of the same config after a crash
+    or a kill continues from the last complete one."""
+
     trl: dict = {}
     """Fields of TRL's ``GRPOConfig``/``RLOOConfig``, handed over unchanged (over the defaults above)."""
 
@@ -135,7 +139,11 @@ def run(ctx: RunContext, config: Config) -> dict:
     functions, weights = reward_functions(rm_art.uri, config.reward_weights)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     args = common.trl_config(
-        config_cls, ctx.out_dir, {**TRL_DEFAULTS, "use_vllm": config.vllm, "reward_weights": weights}, config.trl
+        config_cls,
+        ctx.out_dir,
+        {**TRL_DEFAULTS, "use_vllm": config.vllm, "reward_weights": weights},
+        config.trl,
+        config.save_every,
     )
     if args.beta <= 0:
         raise ClinalignError("trl.beta must be above 0: the KL to the reference is what keeps the policy near it")
@@ -153,7 +161,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     common.show_progress(trainer, f"train {config.algorithm}")
     watch = watcher(config.monitor)
     trainer.add_callback(watch)
-    trainer.train()
+    common.train(trainer, ctx)
     if watch.stopped:
         raise ClinalignError(f"{config.algorithm} stopped at {watch.stopped} (nothing saved)")
     history = trainer.state.log_history

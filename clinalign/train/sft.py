@@ -43,6 +43,10 @@ class Config(StageConfig):
     lora: common.LoraSettings | None = Field(default_factory=common.LoraSettings)
     """A LoRA adapter (merged into the saved policy); null fine-tunes every weight."""
 
+    save_every: int = Field(default=50, ge=0)
+    """A checkpoint every this many optimiser steps (0: none); a re-run of the same config after a crash
+    or a kill continues from the last complete one."""
+
     trl: dict = {}
     """Fields of TRL's ``SFTConfig``, handed over unchanged (over the defaults above)."""
 
@@ -71,7 +75,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         )
     tokenizer = common.tokenizer(base_path)
     model = common.causal_lm(base_path)
-    args = common.trl_config(SFTConfig, ctx.out_dir, TRL_DEFAULTS, config.trl)
+    args = common.trl_config(SFTConfig, ctx.out_dir, TRL_DEFAULTS, config.trl, config.save_every)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -80,7 +84,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         peft_config=common.peft_config(model, config.lora) if config.lora else None,
     )
     common.show_progress(trainer, "train sft")
-    trainer.train()
+    common.train(trainer, ctx)
     curve = common.losses(trainer.state.log_history)
     folder = ctx.out_dir / "model"
     common.save_merged(trainer.model, tokenizer, folder, trainer.state.log_history)

@@ -1,6 +1,6 @@
-"""A PPO run killed with kill -9 continues from its last checkpoint when re-run with the same config,
-and ends where an uninterrupted run with the same seed ends (to float precision); a half-written
-checkpoint is never taken."""
+"""A training run killed with kill -9 (PPO, written here; SFT, through TRL's trainer) continues from its
+last checkpoint when re-run with the same config, and ends where an uninterrupted run with the same
+seed ends (to float precision); a half-written checkpoint is never taken."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ def _policy(store: Store, run_id: int) -> tuple[list[dict], dict]:
     return history, weights
 
 
-def _child(target: Path) -> subprocess.Popen:
+def _child(target: Path, stage: str = "train.ppo", settings: dict = SETTINGS) -> subprocess.Popen:
     """The stage in a process of its own, as `clinalign train ppo` would run it: every run of this test
     runs so, so that all of them compute alike (same threads, same start)."""
     script = (
         "from pathlib import Path; from clinalign import stages; from clinalign.store import Store; "
         f"store = Store.open('sqlite:///{target / 'clinalign.db'}'); "
-        f"stages.run_stage('train.ppo', store, Path('{target}'), {SETTINGS!r})"
+        f"stages.run_stage({stage!r}, store, Path('{target}'), {settings!r})"
     )
     return subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -107,3 +107,36 @@ def test_a_half_written_checkpoint_is_not_resumed_from(loop: Path, tmp_path: Pat
     (half / "state.pt").write_bytes(b"truncated")  # no COMPLETE marker: never taken
     result = stages.run_stage("train.ppo", store, tmp_path / "half", {**SETTINGS, "steps": 3})
     assert result.metrics["resumed_from_step"] == 2  # the last complete one
+
+
+SFT = {"lora": None, "save_every": 3, "trl": {"max_steps": 12, "per_device_train_batch_size": 4, "learning_rate": 3e-3}}
+
+
+def test_a_killed_trl_run_resumes_from_its_checkpoint(loop: Path, tmp_path: Path, tiny_model: Path):
+    settings = {**SFT, "base": str(tiny_model)}
+
+    def newest_sft(store: Store) -> Run:
+        with store.session() as session:
+            return session.scalar(select(Run).where(Run.stage == "train.sft").order_by(Run.id.desc()))
+
+    whole = _copy(loop, tmp_path / "whole")
+    assert _child(tmp_path / "whole", "train.sft", settings).wait() == 0
+    expected = newest_sft(whole)
+    target = tmp_path / "killed"
+    store = _copy(loop, target)
+    old = set(target.glob("artifacts/*/checkpoints/checkpoint-6/COMPLETE"))
+    child = _child(target, "train.sft", settings)
+    found = set()
+    deadline = time.monotonic() + 600
+    while not found and child.poll() is None and time.monotonic() < deadline:
+        found = set(target.glob("artifacts/*/checkpoints/checkpoint-6/COMPLETE")) - old
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert found, "the run ended before it could be killed mid-way"
+    assert _child(target, "train.sft", settings).wait() == 0  # the same command again
+    resumed = newest_sft(store)
+    assert resumed.status == "succeeded" and resumed.metrics["resumed_from_step"] >= 6
+    got = [p["loss"] for p in resumed.metrics["loss_curve"]]
+    want = [p["loss"] for p in expected.metrics["loss_curve"]]
+    assert len(got) == len(want) == 12 and got == pytest.approx(want, rel=1e-4)
