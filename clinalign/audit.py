@@ -659,13 +659,14 @@ def track_run(
     made something a stage reads (``_begins_loop``).
     """
     config_dict = config.model_dump(mode="json")
+    config_hash = sha256_text(canonical_json(config_dict))
     with store.session() as session:
         if loop_id is not None and loop_id not in loops(session):
             raise ClinalignError(f"no loop {loop_id} in the store (see `clinalign loops`)")
         run = Run(
             stage=stage,
             config=config_dict,
-            config_hash=sha256_text(canonical_json(config_dict)),
+            config_hash=config_hash,
             code_version=code_version(),
             status="running",
             loop_id=loop_id,
@@ -681,7 +682,7 @@ def track_run(
         out_dir=out_dir,
         loop_id=loop_id,
         stage=stage,
-        config_hash=sha256_text(canonical_json(config_dict)),
+        config_hash=config_hash,
     )
     started = time.perf_counter()
     log.info("run %s: %s started", run_id, stage)

@@ -7,6 +7,7 @@ pydantic models loaded from YAML plus dotted ``--set key=value`` overrides.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -72,6 +73,16 @@ class StageConfig(BaseModel):
 
 
 C = TypeVar("C", bound=BaseModel)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only: what may go without a key or TLS."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _set_dotted(tree: dict, dotted: str, value: object) -> None:

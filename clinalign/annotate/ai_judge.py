@@ -20,7 +20,6 @@ agreement figures. ``preferences`` mixes them in only when asked, and only past 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from clinalign.accounts import AI_JUDGE_ROLE
 from clinalign.annotate import queue
 from clinalign.audit import RunContext, canonical_json, record_event, row_digest, sha256_text
 from clinalign.schemas import AXIS_LABELS, ERROR_TAGS, ClinalignError, JudgementIn, decide
-from clinalign.settings import StageConfig
+from clinalign.settings import StageConfig, is_loopback
 from clinalign.store import AiJudgement, Campaign, Candidate, Judgement, Prompt, Task, User, campaign_by_name
 
 log = logging.getLogger(__name__)
@@ -142,13 +141,6 @@ def combine(first: JudgementIn, second: JudgementIn) -> JudgementIn:
     )
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class OpenAIJudge:
     """Asks an OpenAI-compatible ``/chat/completions`` endpoint, greedily."""
 
@@ -156,7 +148,7 @@ class OpenAIJudge:
         if not config.endpoint:
             raise ClinalignError("backend openai needs endpoint: the base URL (e.g. http://127.0.0.1:8000/v1)")
         host = urlsplit(config.endpoint).hostname or ""
-        if config.endpoint.startswith("http://") and not _loopback(host):
+        if config.endpoint.startswith("http://") and not is_loopback(host):
             raise ClinalignError(f"endpoint {config.endpoint}: plain http beyond this machine; use https")
         self.config = config
         key = os.environ.get(config.api_key_env)

@@ -52,9 +52,10 @@ def serve(
     quiet_libraries()
     from clinalign.schemas import ClinalignError
     from clinalign.serve import reward
+    from clinalign.settings import is_loopback
 
     api_key = os.environ.get("CLINALIGN_REWARD_API_KEY") or None
-    if not reward.is_loopback(host) and not api_key:
+    if not is_loopback(host) and not api_key:
         fail(f"binding {host} exposes the reward model: set CLINALIGN_REWARD_API_KEY first")
     folder, info = _reward_model(model)
     console.print(f"clinalign reward on http://{host}:{port} serving {folder} (Ctrl+C to stop)", soft_wrap=True)

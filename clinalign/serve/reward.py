@@ -16,7 +16,6 @@ loopback, the service requires an API key (``Authorization: Bearer``), compared 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import threading
 
 from fastapi import FastAPI, Request
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from clinalign import rewards
 from clinalign.schemas import ClinalignError
+from clinalign.settings import is_loopback
 
 MAX_BODY = 4 * rewards.MAX_ITEMS * rewards.MAX_CHARS  # bytes: every text at its limit, JSON-escaped
 
@@ -41,15 +41,6 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompts: list[str]
     answers: list[str]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _error(status: int, message: str) -> JSONResponse:

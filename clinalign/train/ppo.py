@@ -23,7 +23,6 @@ tests give it a toy task); ``run`` is the stage.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -456,6 +455,5 @@ def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         art = ctx.produce_path(session, "model", folder, {"algo": "ppo", "base_artifact": base_art.id, **metrics})
         record_event(session, "system", "train.ppo", f"artifact:{art.id}", metrics)
-    (Path(folder) / "ppo_history.json").write_text(json.dumps(trainer.history, indent=1))
     ctx.metrics.update(metrics, curve=trainer.history)
     return ctx.metrics

@@ -12,6 +12,7 @@ from clinalign import embed, rewards
 from clinalign.cli import app as cli
 from clinalign.schemas import AXES, ClinalignError
 from clinalign.serve import reward as service
+from clinalign.settings import is_loopback
 from clinalign.train import reward
 from tests.live_server import free_port, serving
 from tests.train.test_reward import QUESTIONS, SAFE, UNSAFE, _items, _trained
@@ -109,7 +110,8 @@ def test_the_api_key_is_required_when_set_and_beyond_loopback(folder):
     assert keyed.get("/health", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
     with pytest.raises(ClinalignError, match="CLINALIGN_REWARD_API_KEY"):
         service.serve(folder, "0.0.0.0", 1, api_key=None)
-    assert service.is_loopback("127.0.0.1") and service.is_loopback("::1") and not service.is_loopback("10.0.0.5")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("10.0.0.5") and not is_loopback("example.org")
 
 
 def test_the_command_refuses_a_public_address_without_a_key_and_a_missing_folder(monkeypatch, tmp_path):

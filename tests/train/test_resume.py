@@ -40,7 +40,7 @@ def _policy(store: Store, run_id: int) -> tuple[list[dict], dict]:
     with store.session() as session:
         art = session.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == "model"))
     folder = Path(art.uri)
-    history = json.loads((folder / "ppo_history.json").read_text())
+    history = json.loads((folder / "log_history.json").read_text())
     weights = {}
     for shard in sorted(folder.glob("*.safetensors")):
         weights.update(load_file(str(shard)))
