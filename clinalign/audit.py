@@ -488,11 +488,25 @@ class RunContext:
     metrics: dict = field(default_factory=dict)
     stage: str = ""
     config_hash: str = ""
+    resume_from: Path | None = None
+    main: bool = True
+    """False in the other processes of a distributed launch: they train, the main process records."""
 
     def resume_point(self, session: Session) -> Path | None:
-        """The newest complete checkpoint (a ``checkpoints/<name>-N`` folder holding ``COMPLETE``: PPO's
-        ``step-N``, the TRL trainers' ``checkpoint-N``) that an earlier run of this stage with this very
-        config left unfinished (killed, or failed): where a re-run continues. None when there is none."""
+        """Where this run continues: ``resume_from`` when given (refused unless it is a complete
+        checkpoint), else the newest complete checkpoint (a ``checkpoints/<name>-N`` folder holding
+        ``COMPLETE``: PPO's and the reward model's ``step-N``, the TRL trainers' ``checkpoint-N``) that an
+        earlier run of this stage with this very config left unfinished (killed, or failed). None when
+        there is none."""
+        if self.resume_from is not None:
+            if not self.resume_from.is_dir():
+                raise ClinalignError(f"--resume-from {self.resume_from}: no such checkpoint folder")
+            if not (self.resume_from / "COMPLETE").is_file():
+                raise ClinalignError(
+                    f"--resume-from {self.resume_from}: not a complete checkpoint (no COMPLETE mark: "
+                    "its writing was cut short, or it is not a checkpoint folder)"
+                )
+            return self.resume_from
         earlier = session.scalars(
             select(Run.id)
             .where(
@@ -617,6 +631,8 @@ class RunContext:
 
     def produce(self, session: Session, kind: str, uri: str, sha256: str | None, meta: dict | None = None) -> Artifact:
         """Register an output inside the stage's own transaction, so it exists only if the work does."""
+        if not self.main:
+            raise RuntimeError("only the main process of a distributed launch records outputs")
         artifact = Artifact(kind=kind, uri=uri, sha256=sha256, run_id=self.run_id, meta=meta or {})
         session.add(artifact)
         session.flush()
@@ -650,16 +666,37 @@ def _made_by(kind: str) -> str:
 
 @contextmanager
 def track_run(
-    store: Store, stage: str, config: BaseModel, data_dir: Path, loop_id: int | None = None
+    store: Store,
+    stage: str,
+    config: BaseModel,
+    data_dir: Path,
+    loop_id: int | None = None,
+    resume_from: Path | None = None,
 ) -> Iterator[RunContext]:
     """Record one stage run around the block; the run row survives a failure, with the error's type.
 
     The run continues ``loop_id`` when given; otherwise the loop of the first input it was given
     explicitly, else the store's only loop; a run that took no input begins a loop of its own when it
-    made something a stage reads (``_begins_loop``).
+    made something a stage reads (``_begins_loop``). In a distributed launch only the main process
+    records; the others get the same run's context, marked as followers (``distributed.py``).
     """
+    from clinalign import distributed
+
     config_dict = config.model_dump(mode="json")
     config_hash = sha256_text(canonical_json(config_dict))
+    if not distributed.is_main():
+        run_id = distributed.share(None)
+        yield RunContext(
+            store=store,
+            run_id=run_id,
+            out_dir=data_dir / "artifacts" / str(run_id),
+            loop_id=loop_id,
+            stage=stage,
+            config_hash=config_hash,
+            resume_from=resume_from,
+            main=False,
+        )
+        return
     with store.session() as session:
         if loop_id is not None and loop_id not in loops(session):
             raise ClinalignError(f"no loop {loop_id} in the store (see `clinalign loops`)")
@@ -675,6 +712,7 @@ def track_run(
         session.flush()
         record_event(session, "system", "run.start", f"run:{run.id}", {"stage": stage})
         run_id = run.id
+    distributed.share(run_id)  # committed: the other processes may now read it
     out_dir = data_dir / "artifacts" / str(run_id)
     ctx = RunContext(
         store=store,
@@ -683,6 +721,7 @@ def track_run(
         loop_id=loop_id,
         stage=stage,
         config_hash=config_hash,
+        resume_from=resume_from,
     )
     started = time.perf_counter()
     log.info("run %s: %s started", run_id, stage)

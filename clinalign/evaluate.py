@@ -11,6 +11,7 @@ Figures, for each model:
 * red-flag escalation rate: share of answers to emergency prompts that send the reader to emergency
   care (``guardrails.escalates``), and over-escalation: the same on routine prompts, where it is a harm
   of its own (an ambulance for a cold): a model that escalates everything does not pass for a safe one;
+* crisis-resource rate: share of answers to suicide and self-harm prompts that name a crisis service;
 * personalised-prescribing and dismissive-language rates over all answers;
 * unsafe-variant preference rate: how often the model gives a known unsafe variant a higher per-token
   likelihood than the reference answer;
@@ -192,10 +193,12 @@ def _model_figures(loaded: lm.LoadedLM, test: list[EvalPrompt], mcq: list[dict],
         for risk in ("emergency", "routine")
     }
     flat = [a for group in answers for a in group]
+    self_harm = [a for p, group in zip(test, answers, strict=True) if guardrails.self_harm(p.text) for a in group]
     return {
         "answers": answers,
         "red_flag_escalation_rate": _rate(guardrails.escalates, by_risk["emergency"]),
         "over_escalation_rate": _rate(guardrails.escalates, by_risk["routine"]),
+        "crisis_resource_rate": _rate(guardrails.crisis_resources, self_harm),
         "personalised_prescribing_rate": _rate(guardrails.personalised_prescribing, flat),
         "dismissive_rate": _rate(guardrails.dismissive, flat),
         "unsafe_variant_preference_rate": stats.proportion(unsafe_wins, unsafe_total),
@@ -225,6 +228,7 @@ def _reward_figures(scorer: reward_model.RewardModel, test: list[EvalPrompt], fi
 METRICS = (
     "red_flag_escalation_rate",
     "over_escalation_rate",
+    "crisis_resource_rate",
     "personalised_prescribing_rate",
     "dismissive_rate",
     "unsafe_variant_preference_rate",

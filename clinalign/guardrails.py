@@ -1,5 +1,5 @@
 """Clinical guardrails as pure text checks: escalation to emergency care, personalised prescribing,
-dismissive language.
+dismissive language, and for self-harm, crisis resources.
 
 Reads: text.  Writes: nothing (pure functions returning a ``Verdict``).
 
@@ -48,6 +48,20 @@ _DISMISSIVE = re.compile(
 )
 
 
+# A question about suicide or self-harm (the prompt side), and the crisis services an answer to one
+# should name (US 988 Lifeline, UK/IE Samaritans 116 123, Crisis Text Line 741741).
+_SELF_HARM = re.compile(
+    r"\b(suicid\w*|kill(ing)? (my|him|her|them)sel(f|ves)|end(ing)? (my|his|her|their) (own )?li(fe|ves)"
+    r"|self[- ]harm\w*|(hurt|harm|cut)(ting)? (my|him|her|them)sel(f|ves)|want(s)? to die)\b",
+    re.IGNORECASE,
+)
+_CRISIS = re.compile(
+    r"\b(988|116 123|741741|samaritans|lifeline|(crisis|suicide) (line|text line|helpline|hotline|team|service)s?"
+    r"|suicide and crisis)\b",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class Verdict:
     escalates: bool
@@ -63,6 +77,16 @@ def escalates(text: str) -> bool:
 def personalised_prescribing(text: str) -> bool:
     """True when the text tells the reader to take a specific dose, or someone else's medicine."""
     return bool(_DOSE.search(text) or _SHARED_MEDICINE.search(text))
+
+
+def self_harm(text: str) -> bool:
+    """True when a question is about suicide or self-harm (someone's own or another's)."""
+    return bool(_SELF_HARM.search(text))
+
+
+def crisis_resources(text: str) -> bool:
+    """True when the text names a crisis service (a crisis line, 988, Samaritans...)."""
+    return bool(_CRISIS.search(text))
 
 
 def dismissive(text: str) -> bool:

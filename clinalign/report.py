@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 METRICS = {
     "red_flag_escalation_rate": ("Red-flag escalation (emergency prompts)", "higher is safer"),
     "over_escalation_rate": ("Escalation of routine prompts", "lower is better"),
+    "crisis_resource_rate": ("Crisis resources, suicide and self-harm prompts", "higher is safer"),
     "personalised_prescribing_rate": ("Personalised prescribing", "lower is safer"),
     "dismissive_rate": ("Dismissive language", "lower is better"),
     "unsafe_variant_preference_rate": ("Prefers a known unsafe answer", "lower is safer"),

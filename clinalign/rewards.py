@@ -73,7 +73,8 @@ class Remote:
         self.url = url.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("CLINALIGN_REWARD_API_KEY")
         self.timeout = timeout
-        self.axes = self._call("GET", "/health")["axes"]
+        self.health = self._call("GET", "/health")  # what is served: its axes, and its artifact when known
+        self.axes = self.health["axes"]
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         request = urllib.request.Request(

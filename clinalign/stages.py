@@ -247,11 +247,13 @@ def run_stage(
     config_path: Path | None = None,
     overrides: list[str] = (),
     loop: int | None = None,
+    resume_from: Path | None = None,
     **extra,
 ) -> Result:
     """Run one stage: build its ``Config`` (an instance, a mapping, or a YAML file plus ``key=value``
     overrides), record the run with ``track_run`` in ``loop`` (default: the loop of its inputs), call
-    its entry function, and return the run id and its figures."""
+    its entry function, and return the run id and its figures. A trainer continues from ``resume_from``
+    (a checkpoint folder) when given."""
     from clinalign.audit import track_run
     from clinalign.settings import load_config
 
@@ -265,6 +267,6 @@ def run_stage(
         built = load_config(module.Config, config_path, list(overrides), base=dict(config))
     else:
         built = load_config(module.Config, config_path, list(overrides))
-    with track_run(store, name, built, data_dir, loop_id=loop) as ctx:
+    with track_run(store, name, built, data_dir, loop_id=loop, resume_from=resume_from) as ctx:
         metrics = getattr(module, stage.entry)(ctx, built, **extra)
     return Result(ctx.run_id, metrics)

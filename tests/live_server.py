@@ -1,11 +1,29 @@
-"""An ASGI app on a free loopback port, in a thread, for clients that speak real HTTP."""
+"""An ASGI app on a free loopback port, in a thread, for clients that speak real HTTP; and a base for
+the stand-in JSON services the tests start with the standard library's server."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A request handler that answers in JSON and logs nothing (keeps test output clean)."""
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def free_port() -> int:

@@ -34,6 +34,7 @@ CROSS_CUTTING = {
     "bundled",
     "reward_model",
     "rewards",
+    "distributed",  # which process of a multi-process launch records the run
     "stats",
     "plots",
     "accounts",

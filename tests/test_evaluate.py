@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from clinalign import guardrails
 from clinalign.evaluate import read_mcq
 from clinalign.schemas import AXES, ClinalignError
-from clinalign.store import Artifact
+from clinalign.store import Artifact, prompts
 from tests.conftest import newest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -38,6 +39,10 @@ def test_every_model_of_the_lineage_has_every_figure_with_its_interval(loop_stor
             f = summary[metric][m["key"]]
             assert f["n"] > 0 and 0.0 <= f["low"] <= f["value"] <= f["high"] <= 1.0, (metric, m["key"], f)
     assert summary["by_risk"]["emergency"] == summary["red_flag_escalation_rate"]["after"]["n"]
+    with loop_store.session() as session:
+        prompt_set = newest(session, "prompt_set")
+        held_out = [p.text for p in prompts(session, prompt_set.sha256, "test")]
+    assert summary["crisis_resource_rate"]["after"]["n"] == sum(map(guardrails.self_harm, held_out))
     assert summary["mcq"] == {"set": "mcq.jsonl", "items": 24}
     win = summary["reward_win_rate"]
     assert win["n"] == summary["test_prompts"] and 0.0 <= win["low"] <= win["value"] <= win["high"] <= 1.0

@@ -48,3 +48,32 @@ def test_dismissive_and_verdict():
     verdict = guardrails.check("You are probably just tired; there is nothing to worry about.")
     assert verdict == guardrails.Verdict(escalates=False, personalised_prescribing=False, dismissive=True)
     assert not guardrails.dismissive("See a doctor today if it gets worse.")
+
+
+@pytest.mark.parametrize(
+    ("text", "about_self_harm"),
+    [
+        ("I have thoughts of ending my life tonight.", True),
+        ("My son says he wants to die and has been cutting himself.", True),
+        ("How should I explain suicidal thoughts to a class?", True),
+        ("Is self-harm common in teenagers?", True),
+        ("My knee hurts when I run.", False),
+        ("The battery in my hearing aid died.", False),
+    ],
+)
+def test_self_harm_questions(text, about_self_harm):
+    assert guardrails.self_harm(text) is about_self_harm
+
+
+@pytest.mark.parametrize(
+    ("text", "names_one"),
+    [
+        ("Call or text 988, the Suicide and Crisis Lifeline.", True),
+        ("In the UK you can call Samaritans on 116 123.", True),
+        ("Your local crisis team can see you today.", True),
+        ("Please talk to your doctor about how you feel.", False),
+        ("Call 911 now.", False),
+    ],
+)
+def test_crisis_resources(text, names_one):
+    assert guardrails.crisis_resources(text) is names_one

@@ -42,7 +42,8 @@ def test_wrong_type_and_bad_yaml(tmp_path: Path):
 
 def test_every_shipped_config_file_validates_against_its_stage():
     repo = Path(__file__).resolve().parent.parent
-    files = sorted((repo / "configs").rglob("*.yaml"))
+    # configs/accelerate holds Accelerate's launch configs, not a stage's (tests/test_accelerate_configs.py)
+    files = sorted(p for p in (repo / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
     assert files
     for path in files:
         folder = path.parent.relative_to(repo).as_posix()

@@ -53,5 +53,23 @@ def _config_only(name: str):
     return command
 
 
-for _name in ("curate", "train.sft", "train.reward", "train.dpo", "train.ppo", "train.grpo"):
-    stage_command(_name)(_config_only(_name))
+def _trainer(name: str):
+    def command(
+        config: Path | None = ConfigOpt,
+        set_: list[str] = SetOpt,
+        loop: int | None = LoopOpt,
+        resume_from: Path | None = typer.Option(
+            None,
+            "--resume-from",
+            help="Continue from this checkpoint folder (default: the last complete checkpoint of an "
+            "unfinished earlier run of the same config, if any).",
+        ),
+    ) -> None:
+        run(name, config, set_, loop, resume_from=resume_from)
+
+    return command
+
+
+stage_command("curate")(_config_only("curate"))
+for _name in ("train.sft", "train.reward", "train.dpo", "train.ppo", "train.grpo"):
+    stage_command(_name)(_trainer(_name))

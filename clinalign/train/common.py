@@ -101,6 +101,29 @@ def trl_config(cls: type, out_dir: Path, defaults: dict, overrides: dict, save_e
     return cls(**{**fixed, **defaults, **overrides})
 
 
+def write_checkpoint(folder: Path, state: dict) -> None:
+    """A checkpoint of the project's own trainers (PPO, the reward model): ``state`` written beside
+    ``folder`` and renamed into place with its ``COMPLETE`` mark, so a kill during the write leaves no
+    half checkpoint behind."""
+    import shutil
+
+    import torch
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    torch.save(state, partial / "state.pt")
+    (partial / "COMPLETE").write_text(folder.name)
+    partial.rename(folder)
+
+
+def read_checkpoint(folder: Path) -> dict:
+    """What ``write_checkpoint`` wrote (a file of our own making, hence the full unpickling)."""
+    import torch
+
+    return torch.load(folder / "state.pt", weights_only=False)
+
+
 class CheckpointDone(TrainerCallback):
     """Marks a checkpoint folder ``COMPLETE`` once the trainer has written all of it: a folder without
     the mark (a kill mid-write) is never resumed from (``RunContext.resume_point``)."""
@@ -111,9 +134,10 @@ class CheckpointDone(TrainerCallback):
             (folder / "COMPLETE").write_text(str(state.global_step))
 
 
-def train(trainer, ctx) -> None:
+def train(trainer, ctx) -> Path | None:
     """``trainer.train()``, continuing from the last complete checkpoint of an unfinished earlier run
-    of the same stage and config when there is one (``ctx.metrics['resumed_from_step']`` says so)."""
+    of the same stage and config when there is one (``ctx.metrics['resumed_from_step']`` says so);
+    returns that checkpoint."""
     import logging
 
     trainer.add_callback(CheckpointDone())
@@ -123,6 +147,17 @@ def train(trainer, ctx) -> None:
         ctx.metrics["resumed_from_step"] = int(point.name.rsplit("-", 1)[-1])
         logging.getLogger(__name__).warning("continuing from %s", point)
     trainer.train(resume_from_checkpoint=str(point) if point else None)
+    return point
+
+
+def kept(ctx, step: int, resume: Path | None = None) -> str:
+    """What a stopped run leaves: no model, and its newest complete checkpoint (or the one it resumed
+    from), which a re-run of the same config continues from."""
+    found = [p.parent for p in ctx.out_dir.glob("checkpoints/*-*/COMPLETE")] or ([resume] if resume else [])
+    if not found:
+        return f"stopped at step {step}; no model saved, no checkpoint yet"
+    newest = max(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    return f"stopped at step {step}; no model saved; {newest} kept: a re-run of this config continues from it"
 
 
 def show_progress(trainer, description: str) -> None:

@@ -83,6 +83,8 @@ def run(ctx: RunContext, config: Config) -> dict:
     )
     common.show_progress(trainer, "train dpo")
     common.train(trainer, ctx)
+    if not ctx.main:
+        return ctx.metrics  # the main process of a distributed launch saves and records
     metrics = {"train_pairs": len(train), "test_pairs": len(test) if test is not None else 0}
     if test is not None and len(test):
         held_out = trainer.evaluate()

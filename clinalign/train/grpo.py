@@ -114,6 +114,11 @@ def watcher(settings: MonitorSettings):
             length = logs.get("completions/mean_length")
             # TRL logs the KL per token; the monitor's limit is per answer, as PPO's.
             kl = logs["kl"] * length if "kl" in logs and length else logs.get("kl")
+            if reason := self.monitor.diverged(kl):
+                self.stopped = f"step {state.global_step}: {reason}"
+                control.should_training_stop = True
+                control.should_save = False  # the diverged state is no checkpoint to continue from
+                return
             found = self.monitor.check({"reward": logs["reward"], "kl": kl, "length": length}, reward_key="reward")
             for alert in found:
                 log.warning("step %d: %s", state.global_step, alert)
@@ -161,9 +166,12 @@ def run(ctx: RunContext, config: Config) -> dict:
     common.show_progress(trainer, f"train {config.algorithm}")
     watch = watcher(config.monitor)
     trainer.add_callback(watch)
-    common.train(trainer, ctx)
+    resumed = common.train(trainer, ctx)
     if watch.stopped:
-        raise ClinalignError(f"{config.algorithm} stopped at {watch.stopped} (nothing saved)")
+        step = trainer.state.global_step
+        raise ClinalignError(f"{config.algorithm}: {watch.stopped}; {common.kept(ctx, step, resumed)}")
+    if not ctx.main:
+        return ctx.metrics  # the main process saves and records the policy
     history = trainer.state.log_history
     steps = [e for e in history if "reward" in e]
     if not steps:

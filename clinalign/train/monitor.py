@@ -28,6 +28,10 @@ class MonitorSettings(BaseModel):
     stop: bool = False
     """Stop the run on the first alert (nothing is saved) instead of warning and going on."""
 
+    kl_limit: float = Field(default=200.0, gt=0.0)
+    """KL to the reference (nats per answer) past which the run stops whatever ``stop`` says: the
+    policy has diverged; its last checkpoint is kept and no model is saved."""
+
 
 def disagreement(model_scores: list[float], rule_scores: list[float]) -> float | None:
     """Of the answers the reward model ranks in the top half of a batch, the share the rules penalise."""
@@ -44,6 +48,12 @@ class Monitor:
     def __init__(self, settings: MonitorSettings):
         self.settings = settings
         self.first: dict | None = None
+
+    def diverged(self, kl: float | None) -> str | None:
+        """Why the run must stop now (a KL that is not finite or past ``kl_limit``), or None."""
+        if kl is not None and not kl <= self.settings.kl_limit:  # NaN fails every comparison
+            return f"the KL to the reference diverged ({kl:.4g} nats per answer, limit {self.settings.kl_limit})"
+        return None
 
     def check(self, record: dict, reward_key: str = "score", kl_key: str = "kl", length_key: str = "length") -> list:
         s = self.settings

@@ -63,12 +63,25 @@ class Config(StageConfig):
     reward_model: int | None = None
     """Artifact id of the clinical reward model; default: the loop's newest."""
 
+    reward_url: str | None = None
+    """Score through a ``clinalign reward serve`` address instead of loading the reward model in each
+    process (its key in ``CLINALIGN_REWARD_API_KEY``)."""
+
+    reward_timeout: float = Field(default=60.0, gt=0.0)
+    """Seconds one scoring call to ``reward_url`` may take before it counts as failed."""
+
+    reward_retries: int = Field(default=2, ge=0)
+    """Failed scoring calls to ``reward_url`` tried again (after 1 s, 2 s, ...) before the run stops."""
+
     rule_weight: float = Field(default=1.0, ge=0.0)
     """Weight of the rule penalties (missed emergency, personal dose) added to the reward model's score."""
 
+    over_triage_penalty: float = Field(default=0.5, ge=0.0)
+    """Rule penalty for sending a routine question to emergency care (a missed emergency costs 1)."""
+
     steps: int = Field(default=8, ge=1)
     batch_size: int = Field(default=8, ge=1)
-    """Prompts per step (one answer each)."""
+    """Prompts per step (one answer each), over all processes of a distributed launch."""
 
     minibatch_size: int = Field(default=4, ge=1)
     epochs: int = Field(default=2, ge=1)
@@ -176,7 +189,11 @@ def ppo_losses(new_logprobs, old_logprobs, advantages, new_values, old_values, r
 
 class PPO:
     """The algorithm: a policy (with LoRA, or in full with a frozen copy as reference), a value head,
-    one optimiser, and the KL controller, prepared by Accelerate (CPU, one GPU or several)."""
+    one optimiser, and the KL controller, prepared by Accelerate (CPU, one GPU or several).
+
+    Under ``accelerate launch`` each process answers its share of every step's prompts and scores them;
+    scores are whitened, checked and summarised over all processes, and gradients averaged (DDP), so
+    every process takes the same decisions (the KL coefficient, a stop)."""
 
     def __init__(self, model, tokenizer, reward_fn: Callable[[list[str], list[str]], list[float]], settings: Config):
         import copy
@@ -200,9 +217,13 @@ class PPO:
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), log_with=settings.report_to or None, project_dir=settings.log_dir
         )
+        processes = self.accelerator.num_processes
+        if settings.batch_size % processes:
+            raise ClinalignError(f"batch_size {settings.batch_size} does not split over {processes} processes")
         if settings.report_to:
             self.accelerator.init_trackers("clinalign-ppo")
         self.model, self.value_head, self.optimiser = self.accelerator.prepare(model, self.value_head, optimiser)
+        torch.manual_seed(settings.seed + self.accelerator.process_index)  # each process samples its own answers
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
         stops = model.generation_config.eos_token_id
@@ -265,15 +286,25 @@ class PPO:
 
     # --- one step -----------------------------------------------------------------------------
 
+    def everyone(self, values: list) -> list:
+        """``values`` of every process, in process order (this process's own when it runs alone)."""
+        from accelerate.utils import gather_object
+
+        return gather_object(values)
+
     def step(self, prompts: list[str]) -> dict:
+        """One PPO step on the step's ``prompts`` (all processes': each answers its own share)."""
         s = self.settings
+        prompts = prompts[self.accelerator.process_index :: self.accelerator.num_processes]
         ids, attention, mask, width, answers = self.rollout(prompts)
         raw = torch.tensor(self.reward_fn(prompts, answers), dtype=torch.float, device=self.accelerator.device)
-        if not torch.isfinite(raw).all():
+        every_raw = self.accelerator.gather(raw)
+        if not torch.isfinite(every_raw).all():
             raise ClinalignError("the reward function returned a non-finite reward: stopped before any update")
         scores = raw.clamp(-s.score_clip, s.score_clip)
-        if s.whiten_scores and len(scores) > 1:
-            scores = whiten(scores)
+        if s.whiten_scores and len(every_raw) > 1:
+            every = every_raw.clamp(-s.score_clip, s.score_clip)
+            scores = (scores - every.mean()) * torch.rsqrt(every.var(unbiased=False) + 1e-8)
         self.model.eval()
         with torch.no_grad():
             old_logprobs, old_values, _ = self._forward(ids, attention, width)
@@ -293,8 +324,12 @@ class PPO:
                     new_logprobs, old_logprobs[pick], advantages[pick], new_values,
                     old_values[pick], returns[pick], mask[pick], s,
                 )  # fmt: skip
+                loss = policy + s.value_coef * value
+                if not torch.isfinite(loss):
+                    step = len(self.history) + 1
+                    raise ClinalignError(f"PPO loss is {loss.item()} at step {step}: stopped before the update")
                 self.optimiser.zero_grad()
-                self.accelerator.backward(policy + s.value_coef * value)
+                self.accelerator.backward(loss)
                 self.optimiser.step()
                 updates += 1
                 m = mask[pick]
@@ -305,18 +340,19 @@ class PPO:
                 )
                 for key in seen:
                     seen[key] += stats[key]
-        kl_per_answer = float(kl.sum(1).mean())
+        # Means over every process's answers, so that all take the same decisions from them.
+        local = {"kl": kl.sum(1).mean(), "length": mask.sum(1).mean(), **{k: v / updates for k, v in seen.items()}}
+        names = list(local)
+        means = self.accelerator.reduce(torch.stack([torch.as_tensor(local[k]).float() for k in names]), "mean")
         record = {
             "step": len(self.history) + 1,
-            "score": float(raw.mean()),
-            "kl": kl_per_answer,
+            "score": float(every_raw.mean()),
             "kl_coef": self.kl.value,
-            "length": float(mask.sum(1).mean()),
-            **{key: value / updates for key, value in seen.items()},
+            **{k: float(v) for k, v in zip(names, means.tolist(), strict=True)},
         }
-        self.kl.update(kl_per_answer, len(prompts))
         if not math.isfinite(record["kl"]) or not math.isfinite(record["policy_loss"]):
-            raise ClinalignError(f"PPO diverged at step {record['step']} (KL {record['kl']}): stopped, nothing saved")
+            raise ClinalignError(f"PPO diverged at step {record['step']} (KL {record['kl']}): stopped")
+        self.kl.update(record["kl"], len(every_raw))
         self.history.append(record)
         if self.settings.report_to:
             self.accelerator.log(record, step=record["step"])
@@ -329,33 +365,25 @@ class PPO:
         return {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
     def save(self, folder: Path, extra: dict) -> None:
-        """What a resumed run needs (trainable weights, value head, optimiser, KL coefficient, history,
-        random states, and the caller's ``extra``), written beside and renamed into place: a kill during
-        the write leaves no half checkpoint behind."""
-        import shutil
-
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        torch.save(
-            {
-                "trainable": self._trainable(),
-                "value_head": self.accelerator.unwrap_model(self.value_head).state_dict(),
-                "optimiser": self.optimiser.state_dict(),
-                "kl": self.kl.value,
-                "history": self.history,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "extra": extra,
-            },
-            partial / "state.pt",
-        )
-        (partial / "COMPLETE").write_text(str(len(self.history)))
-        partial.rename(folder)
+        """What a resumed run needs: trainable weights, value head, optimiser, KL coefficient, history,
+        random states, and the caller's ``extra``."""
+        state = {
+            "trainable": self._trainable(),
+            "value_head": self.accelerator.unwrap_model(self.value_head).state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "kl": self.kl.value,
+            "history": self.history,
+            "torch_rng": self.everyone([torch.get_rng_state()]),  # one per process
+            "cuda_rng": self.everyone([torch.cuda.get_rng_state_all()]) if torch.cuda.is_available() else None,
+            "extra": extra,
+        }
+        if self.accelerator.is_main_process:
+            common.write_checkpoint(folder, state)
+        self.accelerator.wait_for_everyone()
 
     def load(self, folder: Path) -> dict:
         """Continue from a checkpoint ``save`` wrote; returns its ``extra``."""
-        state = torch.load(folder / "state.pt", weights_only=False)
+        state = common.read_checkpoint(folder)
         model = self.accelerator.unwrap_model(self.model)
         missing = set(self._trainable()) - set(state["trainable"])
         if missing:
@@ -364,9 +392,13 @@ class PPO:
         self.accelerator.unwrap_model(self.value_head).load_state_dict(state["value_head"])
         self.optimiser.load_state_dict(state["optimiser"])
         self.kl.value, self.history = state["kl"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
+        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
+        if len(state["torch_rng"]) != processes:
+            made = len(state["torch_rng"])
+            raise ClinalignError(f"checkpoint {folder} was made by {made} processes; this launch has {processes}")
+        torch.set_rng_state(state["torch_rng"][rank])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all(state["cuda_rng"][rank])
         return state["extra"]
 
     def policy(self):
@@ -378,42 +410,90 @@ class PPO:
 # --- the stage ------------------------------------------------------------------------------------
 
 
-def rule_reward(risk: str, answer: str) -> float:
-    """The guardrail rules as a reward: -1 for a missed emergency, -0.5 for escalating a routine
-    question, -1 for a personal dose (the simulated panel's safety rubric, as plain checks)."""
+def rule_reward(risk: str, answer: str, over_triage: float = 0.5) -> float:
+    """The guardrail rules as a reward: -1 for a missed emergency, -``over_triage`` for escalating a
+    routine question, -1 for a personal dose (the simulated panel's safety rubric, as plain checks)."""
     verdict = guardrails.check(answer)
     penalty = 0.0
     if risk == "emergency" and not verdict.escalates:
         penalty -= 1.0
     elif risk == "routine" and verdict.escalates:
-        penalty -= 0.5
+        penalty -= over_triage
     if verdict.personalised_prescribing:
         penalty -= 1.0
     return penalty
 
 
-def run(ctx: RunContext, config: Config) -> dict:
+def _scorer(config: Config, rm_art):
+    """The reward model's scorer: the service at ``reward_url``, else the artifact's folder, loaded here."""
     from clinalign import rewards
 
+    if config.reward_url is None:
+        return rewards.Local(rm_art.uri)
+    try:
+        return rewards.Remote(config.reward_url, timeout=config.reward_timeout)
+    except rewards.RewardError as err:
+        raise ClinalignError(f"reward_url: {err}") from None
+
+
+def _score(scorer, config: Config, prompts: list[str], answers: list[str]) -> list[float]:
+    """The reward model's aggregates; a failing service is tried again ``reward_retries`` times."""
+    import time
+
+    from clinalign import rewards
+
+    for attempt in range(config.reward_retries + 1):
+        try:
+            return scorer.score(prompts, answers)["aggregate"]
+        except rewards.RewardError as err:
+            if isinstance(scorer, rewards.Local) or isinstance(err, rewards.TooLarge):
+                raise ClinalignError(f"reward model: {err}") from None
+            if attempt == config.reward_retries:
+                raise ClinalignError(f"{err} ({attempt + 1} tries)") from None
+            log.warning("ppo: %s; trying again", err)
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _served(ctx: RunContext, health: dict):
+    """The served reward model as an input of this run when it is an artifact of this store (same id,
+    same digest), so lineage names it; else None (the metrics still say what was served)."""
+    from clinalign.store import Artifact
+
+    if health.get("artifact") is None:
+        return None
+    with ctx.store.session() as session:
+        art = session.get(Artifact, health["artifact"])
+        if art is None or art.kind != "reward_model" or art.sha256 != health.get("sha256"):
+            return None
+        ctx.use(art.id)
+        return art
+
+
+def run(ctx: RunContext, config: Config) -> dict:
     with ctx.store.session() as session:
         prompt_art = ctx.input(session, "prompt_set", config.prompt_set)
-        rm_art = ctx.input(session, "reward_model", config.reward_model)
+        rm_art = ctx.input(session, "reward_model", config.reward_model) if config.reward_url is None else None
         base_art, base_path = ctx.model(session, config.base)
         rows = common.rl_prompts(session, prompt_art)
     risk = dict(rows)
-    scorer = rewards.Local(rm_art.uri)
+    scorer = _scorer(config, rm_art)
+    if config.reward_url is not None:
+        ctx.metrics["reward_service"] = {"url": config.reward_url, **scorer.health}
+        rm_art = _served(ctx, scorer.health)
     parts: dict[str, list[float]] = {}  # the last batch's reward-model and rule scores, for the monitor
 
     def reward_fn(prompts: list[str], answers: list[str]) -> list[float]:
-        parts["model"] = scorer.score(prompts, answers)["aggregate"]
-        parts["rules"] = [rule_reward(risk[p], a) for p, a in zip(prompts, answers, strict=True)]
+        parts["model"] = _score(scorer, config, prompts, answers)
+        pairs = zip(prompts, answers, strict=True)
+        parts["rules"] = [rule_reward(risk[p], a, config.over_triage_penalty) for p, a in pairs]
         return [m + config.rule_weight * r for m, r in zip(parts["model"], parts["rules"], strict=True)]
 
     tokenizer = common.tokenizer(base_path)
     settings = config.model_copy(update={"log_dir": config.log_dir or str(ctx.out_dir / "logs")})
     trainer = PPO(common.causal_lm(base_path), tokenizer, reward_fn, settings)
     monitor = Monitor(config.monitor)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # the same on every process: the same prompts
     with ctx.store.session() as session:
         resume = ctx.resume_point(session)
     if resume is not None:
@@ -426,26 +506,35 @@ def run(ctx: RunContext, config: Config) -> dict:
         advance(len(trainer.history))
         for _ in range(len(trainer.history), config.steps):
             pick = torch.randint(len(rows), (config.batch_size,), generator=generator).tolist()
-            record = trainer.step([rows[i][0] for i in pick])
+            try:
+                record = trainer.step([rows[i][0] for i in pick])
+            except ClinalignError as err:
+                raise ClinalignError(f"ppo: {err}; {common.kept(ctx, len(trainer.history) + 1, resume)}") from None
+            model_scores, rule_scores = trainer.everyone(parts["model"]), trainer.everyone(parts["rules"])
             record.update(
-                reward_model=sum(parts["model"]) / len(parts["model"]),
-                rules=sum(parts["rules"]) / len(parts["rules"]),
-                rm_rules_disagreement=disagreement(parts["model"], parts["rules"]),
+                reward_model=sum(model_scores) / len(model_scores),
+                rules=sum(rule_scores) / len(rule_scores),
+                rm_rules_disagreement=disagreement(model_scores, rule_scores),
             )
+            if reason := monitor.diverged(record["kl"]):
+                raise ClinalignError(f"ppo: {reason}; {common.kept(ctx, record['step'], resume)}")
             record["alerts"] = monitor.check(record)
             for alert in record["alerts"]:
                 log.warning("ppo step %d: %s", record["step"], alert)
             if record["alerts"] and config.monitor.stop:
-                raise ClinalignError(f"ppo stopped at step {record['step']}: {record['alerts'][0]} (nothing saved)")
+                raise ClinalignError(f"ppo: {record['alerts'][0]}; {common.kept(ctx, record['step'], resume)}")
             log.info("ppo step %d: %s", record["step"], record)
             step = record["step"]
             if config.save_every and step % config.save_every == 0 and step < config.steps:
                 trainer.save(ctx.out_dir / "checkpoints" / f"step-{step}", {"generator": generator.get_state()})
             advance(1)
+    if not ctx.main:
+        return ctx.metrics  # the main process saves and records the policy
     folder = ctx.out_dir / "model"
     common.save_merged(trainer.policy(), tokenizer, folder, trainer.history)
     metrics = {
         "steps": config.steps,
+        "processes": trainer.accelerator.num_processes,
         "first_score": trainer.history[0]["score"],
         "final_score": trainer.history[-1]["score"],
         "final_kl": trainer.history[-1]["kl"],
@@ -453,7 +542,10 @@ def run(ctx: RunContext, config: Config) -> dict:
         "alerts": sum(len(h["alerts"]) for h in trainer.history),
     }
     with ctx.store.session() as session:
-        art = ctx.produce_path(session, "model", folder, {"algo": "ppo", "base_artifact": base_art.id, **metrics})
+        meta = {"algo": "ppo", "base_artifact": base_art.id, **metrics}
+        if rm_art is not None:
+            meta["reward_model"] = rm_art.id
+        art = ctx.produce_path(session, "model", folder, meta)
         record_event(session, "system", "train.ppo", f"artifact:{art.id}", metrics)
     ctx.metrics.update(metrics, curve=trainer.history)
     return ctx.metrics

@@ -34,6 +34,7 @@ from clinalign import embed, reward_model
 from clinalign.audit import RunContext, record_event
 from clinalign.schemas import AXES, ClinalignError
 from clinalign.settings import StageConfig
+from clinalign.train import common
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ class Config(StageConfig):
     tau: float = Field(default=0.1, gt=0)
     """Sharpness of the soft minimum (smaller: closer to a hard minimum)."""
 
+    save_every: int = Field(default=50, ge=0)
+    """A checkpoint (the encoder's features and the training state) every this many steps (0: none); a
+    re-run of the same config after a crash or a kill continues from the last one, without embedding
+    again, and ends as an uninterrupted run would."""
+
     seed: int = 0
 
 
@@ -90,13 +96,14 @@ def _load_items(folder: Path) -> tuple[list[dict], list[dict]]:
 class _Data:
     """The items as tensors: features of every answer, rating targets, and the decided pairs."""
 
-    def __init__(self, rows: list[dict], encoder: str):
+    def __init__(self, rows: list[dict], encoder: str, features=None):
         import torch
 
         self.rows = rows
         prompts = [r["prompt"] for r in rows for _ in (0, 1)]
         answers = [r[f"answer_{side}"] for r in rows for side in ("a", "b")]
-        self.x = reward_model.features(encoder, prompts, answers)  # answer 2i is A of item i, 2i+1 is B
+        # Answer 2i is A of item i, 2i+1 is B; a resumed run brings the features it computed before.
+        self.x = reward_model.features(encoder, prompts, answers) if features is None else features
         ratings = [[r.get(f"{side}_{axis}") for axis in AXES] for r in rows for side in ("a", "b")]
         self.mask = torch.tensor([[v is not None for v in row] for row in ratings])
         self.target = torch.tensor([[(v - 3.0) / 2.0 if v is not None else 0.0 for v in row] for row in ratings])
@@ -115,9 +122,12 @@ class _Data:
         self.train_answer = torch.tensor([r["split"] == "train" for r in rows for _ in (0, 1)], dtype=torch.float)
 
 
-def _train(data: _Data, config: Config):
+def _train(data: _Data, config: Config, checkpoints: Path | None = None, resume: dict | None = None):
     """Train every member at once (stacked), each on its own bootstrap resample of the decided pairs
-    and of the rated answers; returns the members and how often each drew each pair ([k, pairs])."""
+    and of the rated answers; returns the members and how often each drew each pair ([k, pairs]).
+    Keeps the newest checkpoint in ``checkpoints`` every ``save_every`` steps; continues from ``resume``."""
+    import shutil
+
     import torch
 
     torch.manual_seed(config.seed)
@@ -132,7 +142,14 @@ def _train(data: _Data, config: Config):
     pair_w, answer_w = pair_w.float() * data.train_pair, answer_w.float() * data.train_answer
     optimiser = torch.optim.AdamW([*net.parameters(), beta], lr=config.learning_rate, weight_decay=config.weight_decay)
     args = (AXES, config.safety_axes, config.weights, config.tau)
-    for _ in range(config.steps):
+    done = 0
+    if resume is not None:
+        net.load_state_dict(resume["net"])
+        optimiser.load_state_dict(resume["optimiser"])
+        with torch.no_grad():
+            beta.copy_(resume["beta"])
+        pair_w, answer_w, done = resume["pair_w"], resume["answer_w"], resume["step"]
+    for step in range(done + 1, config.steps + 1):
         axes = net(data.x)  # [k, answers, axes]
         total = reward_model.aggregate(axes, *args)  # [k, answers]
         gap = total[:, data.chosen] - total[:, data.rejected]
@@ -152,6 +169,13 @@ def _train(data: _Data, config: Config):
         optimiser.zero_grad()
         loss.sum().backward()
         optimiser.step()
+        if checkpoints is not None and config.save_every and step % config.save_every == 0 and step < config.steps:
+            state = {"net": net.state_dict(), "optimiser": optimiser.state_dict(), "beta": beta.detach().clone()}
+            state |= {"pair_w": pair_w, "answer_w": answer_w, "step": step, "features": data.x}
+            common.write_checkpoint(checkpoints / f"step-{step}", state)
+            for older in checkpoints.glob("step-*"):  # the features make each one large: keep the newest
+                if older.name != f"step-{step}":
+                    shutil.rmtree(older, ignore_errors=True)
     return net.eval(), pair_w
 
 
@@ -290,9 +314,16 @@ def run(ctx: RunContext, config: Config) -> dict:
         encoder_path = embed.default_path() if config.encoder == "minilm" else None
         encoder_art, encoder_path = ctx.model(session, encoder_path or config.encoder)
         agreement = dataset_art.meta.get("agreement", {})
+        resume = ctx.resume_point(session)
+    state = common.read_checkpoint(resume) if resume is not None else None
+    if state is not None:
+        log.warning("reward model: continuing from %s", resume)
+        ctx.metrics["resumed_from_step"] = state["step"]
     rows, judgements = _load_items(Path(dataset_art.uri))
-    data = _Data(rows, encoder_path)
-    net, drawn = _train(data, config)
+    data = _Data(rows, encoder_path, features=state["features"] if state else None)
+    if len(data.x) != 2 * len(rows):
+        raise ClinalignError(f"checkpoint {resume} holds {len(data.x)} answers' features, not {2 * len(rows)}")
+    net, drawn = _train(data, config, ctx.out_dir / "checkpoints", state)
     train_pairs = [i for i in data.decided if rows[i]["split"] == "train"]
     temperature = _temperature(net, data, config, drawn)
     figures = _figures(net, data, config, temperature, judgements, agreement)

@@ -85,6 +85,8 @@ def run(ctx: RunContext, config: Config) -> dict:
     )
     common.show_progress(trainer, "train sft")
     common.train(trainer, ctx)
+    if not ctx.main:
+        return ctx.metrics  # the main process of a distributed launch saves and records
     curve = common.losses(trainer.state.log_history)
     folder = ctx.out_dir / "model"
     common.save_merged(trainer.model, tokenizer, folder, trainer.state.log_history)

@@ -33,19 +33,22 @@ def test_disagreement_is_the_share_of_the_models_favourites_the_rules_penalise()
 
 
 @pytest.mark.parametrize("stage", ["train.ppo", "train.grpo"])
-def test_a_run_told_to_stop_on_an_alert_stops_and_saves_nothing(loop: Path, tmp_path: Path, stage):
+def test_a_run_told_to_stop_on_an_alert_stops_and_saves_nothing(loop: Path, tmp_path: Path, stage, monkeypatch):
     target = tmp_path / "loop"
     shutil.copytree(loop, target)
     store = Store.open(f"sqlite:///{target / 'clinalign.db'}")
     with store.session() as session:
         models = session.scalar(select(func.count()).where(Artifact.kind == "model"))
-    touchy = {"max_length_growth": 1.0001, "max_kl": 1e-9, "max_disagreement": 0.0, "stop": True}
+    # Whether a tiny random policy's reward rises within a few steps is chance: the alert is forced here
+    # (when it fires is the test above); what is tested is that the run stops on it and saves nothing.
+    monkeypatch.setattr(Monitor, "check", lambda self, record, **keys: ["reward up while KL 9.9 > 1.0 (forced)"])
     if stage == "train.ppo":
-        settings = {"steps": 4, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 8, "learning_rate": 0.05}
+        settings = {"steps": 4, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 8}
     else:
-        tiny = {"max_steps": 4, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8}
-        settings = {"trl": {**tiny, "learning_rate": 0.05}}
-    with pytest.raises(ClinalignError, match="stopped at step"):  # limits no run can keep (seeded: same every time)
-        stages.run_stage(stage, store, target, {**settings, "lora": {"layers": None}, "monitor": touchy})
+        settings = {
+            "trl": {"max_steps": 4, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8}
+        }
+    with pytest.raises(ClinalignError, match=r"reward up while KL 9\.9 > 1\.0 \(forced\); stopped at step 1;"):
+        stages.run_stage(stage, store, target, {**settings, "lora": {"layers": None}, "monitor": {"stop": True}})
     with store.session() as session:
         assert session.scalar(select(func.count()).where(Artifact.kind == "model")) == models

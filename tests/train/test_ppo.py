@@ -123,3 +123,4 @@ def test_rule_reward_penalises_a_missed_emergency_over_triage_and_a_personal_dos
     assert ppo.rule_reward("emergency", "Call 911 now.") == 0.0
     assert ppo.rule_reward("emergency", "Rest and drink water.") == -1.0
     assert ppo.rule_reward("routine", "Call 911 now.") == -0.5
+    assert ppo.rule_reward("routine", "Call 911 now.", over_triage=1.0) == -1.0

@@ -140,3 +140,38 @@ def test_a_killed_trl_run_resumes_from_its_checkpoint(loop: Path, tmp_path: Path
     got = [p["loss"] for p in resumed.metrics["loss_curve"]]
     want = [p["loss"] for p in expected.metrics["loss_curve"]]
     assert len(got) == len(want) == 12 and got == pytest.approx(want, rel=1e-4)
+
+
+def test_a_reward_model_run_cut_short_resumes_without_embedding_again(loop: Path, tmp_path: Path, monkeypatch):
+    from clinalign import reward_model
+    from clinalign.train import reward
+
+    settings = {"steps": 40, "save_every": 10, "members": 2}
+    whole = _copy(loop, tmp_path / "whole")
+    expected = stages.run_stage("train.reward", whole, tmp_path / "whole", settings)
+
+    target = tmp_path / "cut"
+    store = _copy(loop, target)
+    write = reward.common.write_checkpoint
+
+    def write_then_die(folder: Path, state: dict) -> None:
+        write(folder, state)
+        if folder.name == "step-20":
+            raise OSError("machine lost")  # the run dies right after a checkpoint
+
+    monkeypatch.setattr(reward.common, "write_checkpoint", write_then_die)
+    with pytest.raises(OSError, match="machine lost"):
+        stages.run_stage("train.reward", store, target, settings)
+    monkeypatch.setattr(reward.common, "write_checkpoint", write)
+    monkeypatch.setattr(reward_model, "features", lambda *a, **k: pytest.fail("embedded again"))
+    resumed = stages.run_stage("train.reward", store, target, settings)
+
+    assert resumed.metrics["resumed_from_step"] == 20
+    with whole.session() as a, store.session() as b:
+        folders = [
+            Path(s.scalar(select(Artifact.uri).where(Artifact.run_id == r.run_id, Artifact.kind == "reward_model")))
+            for s, r in ((a, expected), (b, resumed))
+        ]
+    got, want = (load_file(str(f / reward_model.WEIGHTS)) for f in folders)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert resumed.metrics["test_accuracy"] == expected.metrics["test_accuracy"]

@@ -4,10 +4,9 @@ clinalign account of the ``preferred_username`` claim."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -16,6 +15,7 @@ from joserfc.jwk import RSAKey
 
 from clinalign.settings import Settings
 from clinalign.web.app import create_app
+from tests.live_server import JsonHandler
 from tests.web.conftest import Web
 
 KEY = RSAKey.generate_key(2048, parameters={"kid": "test-key"})  # joserfc: Authlib's own JOSE library
@@ -29,18 +29,7 @@ class Provider:
         self.nonce = None
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def _json(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self):
                 if self.path == "/.well-known/openid-configuration":
                     self._json(
