@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -31,6 +32,10 @@ class RewardError(ValueError):
 
 class TooLarge(RewardError):
     """A request beyond the size limits."""
+
+
+class _Transient(RewardError):
+    """A failure another try may not meet: the service unreachable, slow, or failing (5xx, 429)."""
 
 
 def check_batch(prompts: Sequence[str], answers: Sequence[str]) -> None:
@@ -67,16 +72,29 @@ class Local:
 
 
 class Remote:
-    """Scores through a ``clinalign reward serve`` endpoint (its ``POST /score``), standard library only."""
+    """Scores through a ``clinalign reward serve`` endpoint (its ``POST /score``), standard library only.
+    A call that cannot reach the service, times out or gets a 5xx/429 is tried again ``retries`` times
+    (after 1 s, 2 s, ...); a request the service refuses (4xx) is not."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 120.0):
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 120.0, retries: int = 0):
         self.url = url.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("CLINALIGN_REWARD_API_KEY")
-        self.timeout = timeout
+        self.timeout, self.retries = timeout, retries
         self.health = self._call("GET", "/health")  # what is served: its axes, and its artifact when known
         self.axes = self.health["axes"]
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(method, path, body)
+            except _Transient as err:
+                if attempt == self.retries:
+                    tries = f" ({attempt + 1} tries)" if attempt else ""
+                    raise RewardError(f"{err}{tries}") from None
+                time.sleep(2**attempt)
+        raise AssertionError("unreachable")
+
+    def _once(self, method: str, path: str, body: dict | None) -> dict:
         request = urllib.request.Request(
             self.url + path,
             data=None if body is None else json.dumps(body).encode(),
@@ -94,9 +112,10 @@ class Remote:
                 detail = json.loads(detail)["error"]
             except (ValueError, KeyError, TypeError):
                 pass
-            raise RewardError(f"reward service {self.url}{path}: HTTP {err.code}: {detail}") from None
+            failure = _Transient if err.code >= 500 or err.code == 429 else RewardError
+            raise failure(f"reward service {self.url}{path}: HTTP {err.code}: {detail}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            raise RewardError(f"reward service {self.url}{path} unreachable: {err}") from None
+            raise _Transient(f"reward service {self.url}{path} unreachable: {err}") from None
 
     def score(self, prompts: Sequence[str], answers: Sequence[str]) -> dict:
         check_batch(prompts, answers)

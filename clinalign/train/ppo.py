@@ -431,28 +431,19 @@ def _scorer(config: Config, rm_art):
     if config.reward_url is None:
         return rewards.Local(rm_art.uri)
     try:
-        return rewards.Remote(config.reward_url, timeout=config.reward_timeout)
+        return rewards.Remote(config.reward_url, timeout=config.reward_timeout, retries=config.reward_retries)
     except rewards.RewardError as err:
         raise ClinalignError(f"reward_url: {err}") from None
 
 
-def _score(scorer, config: Config, prompts: list[str], answers: list[str]) -> list[float]:
-    """The reward model's aggregates; a failing service is tried again ``reward_retries`` times."""
-    import time
-
+def _score(scorer, prompts: list[str], answers: list[str]) -> list[float]:
+    """The reward model's aggregates (the service, when it is one, tried again as ``reward_retries`` says)."""
     from clinalign import rewards
 
-    for attempt in range(config.reward_retries + 1):
-        try:
-            return scorer.score(prompts, answers)["aggregate"]
-        except rewards.RewardError as err:
-            if isinstance(scorer, rewards.Local) or isinstance(err, rewards.TooLarge):
-                raise ClinalignError(f"reward model: {err}") from None
-            if attempt == config.reward_retries:
-                raise ClinalignError(f"{err} ({attempt + 1} tries)") from None
-            log.warning("ppo: %s; trying again", err)
-            time.sleep(2**attempt)
-    raise AssertionError("unreachable")
+    try:
+        return scorer.score(prompts, answers)["aggregate"]
+    except rewards.RewardError as err:
+        raise ClinalignError(f"reward model: {err}") from None
 
 
 def _served(ctx: RunContext, health: dict):
@@ -484,7 +475,7 @@ def run(ctx: RunContext, config: Config) -> dict:
     parts: dict[str, list[float]] = {}  # the last batch's reward-model and rule scores, for the monitor
 
     def reward_fn(prompts: list[str], answers: list[str]) -> list[float]:
-        parts["model"] = _score(scorer, config, prompts, answers)
+        parts["model"] = _score(scorer, prompts, answers)
         pairs = zip(prompts, answers, strict=True)
         parts["rules"] = [rule_reward(risk[p], a, config.over_triage_penalty) for p, a in pairs]
         return [m + config.rule_weight * r for m, r in zip(parts["model"], parts["rules"], strict=True)]
