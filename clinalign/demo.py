@@ -19,8 +19,8 @@ from pathlib import Path
 from clinalign import progress
 from clinalign.ingest import BUNDLED_SCENARIOS
 from clinalign.schemas import ClinalignError
-from clinalign.settings import merge
-from clinalign.stages import LOOP, run_stage
+from clinalign.settings import load_config, merge
+from clinalign.stages import BY_NAME, LOOP, run_stage
 from clinalign.store import Store
 
 # Overrides of the stages' defaults, sized so the whole loop on SmolLM2-135M ends within about ten
@@ -50,31 +50,48 @@ def order(algorithm: str = "dpo") -> list[str]:
     return [ALGORITHMS[algorithm][0] if stage == "train.dpo" else stage for stage in LOOP]
 
 
+def by_stage(items: list[str], stages: list[str]) -> dict[str, list[str]]:
+    """``--set`` items of the demo (``train.ppo.steps=24``) as each stage's own ``key=value`` overrides,
+    by the longest stage name the key starts with."""
+    found: dict[str, list[str]] = {}
+    for item in items:
+        key = item.partition("=")[0].strip()
+        stage = max((s for s in stages if key.startswith(s + ".")), key=len, default=None)
+        if stage is None:
+            raise ClinalignError(f"--set {item!r}: begin the key with one of the demo's stages ({', '.join(stages)})")
+        found.setdefault(stage, []).append(item.strip()[len(stage) + 1 :])
+    return found
+
+
 def run(
     workspace: Path | None = None,
     on_stage: Callable[[int, str, int, dict, float], None] | None = None,
     base: str = "smollm2",
     sizes: dict[str, dict] | None = None,
     algorithm: str = "dpo",
+    overrides: list[str] = (),
 ) -> Path:
     """Run every stage in order on ``base``, tuning the policy with ``algorithm``; return the report's
-    path. ``sizes`` overrides stages' settings (the tests pass a tiny model and small sizes);
-    ``on_stage`` hears each stage's figures."""
+    path. ``sizes`` overrides stages' settings (the tests pass a tiny model and small sizes), and
+    ``overrides`` (``stage.key=value``) over them; ``on_stage`` hears each stage's figures."""
     stages = order(algorithm)
     workspace = workspace or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     if (workspace / "clinalign.db").exists():
         raise ClinalignError(f"{workspace} already holds a demo; pass another --workspace")
-    workspace.mkdir(parents=True, exist_ok=True)
-    store = Store.open(f"sqlite:///{(workspace / 'clinalign.db').resolve()}")
     report_path = workspace / "report.html"
     tuner, chosen = ALGORITHMS[algorithm]
     defaults = {**DEFAULTS, "train.sft": {"base": base}, "report": {"path": str(report_path)}}
     defaults[tuner] = merge(defaults.get(tuner, {}), chosen)
+    settings = {stage: merge(defaults.get(stage, {}), (sizes or {}).get(stage, {})) for stage in stages}
+    sets = by_stage(list(overrides), stages)
+    for stage, items in sets.items():  # a wrong key or value is refused before anything runs
+        load_config(BY_NAME[stage].load().Config, None, items, base=settings[stage])
+    workspace.mkdir(parents=True, exist_ok=True)
+    store = Store.open(f"sqlite:///{(workspace / 'clinalign.db').resolve()}")
     for number, stage in enumerate(stages, start=1):
-        settings = merge(defaults.get(stage, {}), (sizes or {}).get(stage, {}))
         started = time.perf_counter()
         with progress.shown():
-            result = run_stage(stage, store, workspace, settings)
+            result = run_stage(stage, store, workspace, settings[stage], overrides=sets.get(stage, []))
         if on_stage is not None:
             on_stage(number, stage, result.run_id, result.metrics, time.perf_counter() - started)
     return report_path

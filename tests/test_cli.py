@@ -133,7 +133,7 @@ def test_the_demo_says_where_its_store_is_and_how_to_inspect_it(env, monkeypatch
     from clinalign import demo
 
     workspace = env / "runs" / "demo-x"
-    monkeypatch.setattr(demo, "run", lambda folder, on_stage, base, algorithm: workspace / "report.html")
+    monkeypatch.setattr(demo, "run", lambda folder, on_stage, base, algorithm, overrides: workspace / "report.html")
     result = runner.invoke(app, ["demo", "--workspace", str(workspace)], terminal_width=300)
     assert result.exit_code == 0, result.output
     assert f"clinalign --data-dir {workspace} audit verify" in result.output

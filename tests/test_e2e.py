@@ -103,3 +103,24 @@ def test_an_unknown_algorithm_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ClinalignError, match="unknown algorithm 'ppx'"):
         demo.run(tmp_path / "x", algorithm="ppx")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_demo_takes_stage_settings_and_refuses_wrong_ones_before_anything_runs(tmp_path):
+    import pytest
+
+    from clinalign import demo
+    from clinalign.schemas import ClinalignError
+
+    stages = demo.order("ppo")
+    assert demo.by_stage(["train.ppo.steps=24", "train.ppo.kl.target=3", "generate.max_new_tokens=8"], stages) == {
+        "train.ppo": ["steps=24", "kl.target=3"],
+        "generate": ["max_new_tokens=8"],
+    }
+    for items, says in [
+        (["train.dpo.beta=0.2"], "begin the key with one of the demo's stages"),  # not in a PPO loop
+        (["train.ppo.stepz=24"], "stepz"),
+        (["train.ppo.steps=-1"], "steps"),
+    ]:
+        with pytest.raises(ClinalignError, match=says):
+            demo.run(tmp_path / "x", algorithm="ppo", overrides=items)
+        assert not (tmp_path / "x").exists()

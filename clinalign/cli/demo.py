@@ -18,6 +18,9 @@ def demo(
     ),
     base: str = typer.Option("smollm2", help="The policy to align: smollm2 (bundled), a model folder or hub id."),
     algorithm: str = typer.Option("dpo", help="How the policy is tuned after SFT: dpo, ppo, grpo or rloo."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="A stage's setting, e.g. train.ppo.steps=24 (repeatable; values read as YAML)."
+    ),
 ) -> None:
     """Run the whole loop on the bundled synthetic scenarios, aligning SmolLM2-135M-Instruct, and write the
     HTML report."""
@@ -31,7 +34,7 @@ def demo(
         render_metrics(stage, run_id, metrics)
 
     try:
-        path = demo_module.run(workspace, on_stage=show, base=base, algorithm=algorithm)
+        path = demo_module.run(workspace, on_stage=show, base=base, algorithm=algorithm, overrides=set_)
     except ClinalignError as err:
         fail(str(err))
     folder = path.parent

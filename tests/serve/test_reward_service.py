@@ -203,3 +203,42 @@ def test_verl_compute_score_in_process_and_through_the_service(folder, live):
         rewards.compute_score("clinical", SAFE, None, info, url=live, api_key="wrong")
     with pytest.raises(rewards.RewardError, match="unreachable"):
         rewards.scorer(f"http://127.0.0.1:{free_port()}")
+
+
+def test_the_client_retries_a_failing_service_but_not_a_refused_request(monkeypatch):
+    """5xx and 429 are the service's trouble, tried again; a 4xx is the request's, and another try
+    would only be refused again."""
+    import json
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.live_server import JsonHandler
+
+    answers = {"status": 503, "calls": 0}
+
+    class Handler(JsonHandler):
+        def do_GET(self):
+            self._json({"status": "ok", "axes": list(AXES)})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            answers["calls"] += 1
+            body = json.dumps({"error": "no"}).encode()
+            self.send_response(answers["status"])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(rewards.time, "sleep", lambda seconds: None)  # the back-off, not what is tested
+    try:
+        remote = rewards.Remote(f"http://127.0.0.1:{server.server_address[1]}", retries=2)
+        for status, calls, says in [(503, 3, r"HTTP 503: no \(3 tries\)"), (429, 3, "HTTP 429"), (422, 1, "HTTP 422")]:
+            answers.update(status=status, calls=0)
+            with pytest.raises(rewards.RewardError, match=says):
+                remote.score([QUESTION], ["Call 911."])
+            assert answers["calls"] == calls, status
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,6 +1,7 @@
 """SFT: the policy learns the reference answers (loss falls) and answers through its chat template."""
 
 import pytest
+import torch
 from sqlalchemy import select
 
 from clinalign import lm
@@ -28,5 +29,10 @@ def test_trl_overrides_reach_trl_and_unknown_ones_are_named(tmp_path):
 
     args = common.trl_config(SFTConfig, tmp_path, {"num_train_epochs": 5}, {"num_train_epochs": 1})
     assert args.num_train_epochs == 1 and args.report_to == []
+    # on a CPU: no gradient checkpointing, bf16 only where the CPU computes it natively; the user decides last
+    assert not args.gradient_checkpointing and not args.activation_checkpointing
+    assert args.bf16 == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    forced = common.trl_config(SFTConfig, tmp_path, {}, {"bf16": False, "gradient_checkpointing": True})
+    assert not forced.bf16 and forced.gradient_checkpointing and forced.activation_checkpointing
     with pytest.raises(ClinalignError, match="trl.num_epochs is not a field of TRL's SFTConfig"):
         common.trl_config(SFTConfig, tmp_path, {}, {"num_epochs": 1})
