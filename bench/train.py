@@ -54,9 +54,9 @@ Targets (reported, never assumed): clinalign's overhead on the same work at most
 per token (whole run); PPO's tokens/s in the training loop not below TRL GRPO's.
 
 Precision: both engines get ``common.trl_values``, so on a CPU both train without activation
-checkpointing and in bf16 only where the CPU computes bf16 natively (``common._cpu_precision``); ``--trl
-bf16=false`` (or ``true``) sets it for both. PPO (its own Accelerator, no mixed precision) always runs in
-fp32. The report prints what the TRL runs used.
+checkpointing and in bf16 only where the CPU computes bf16 natively (``common.native_bf16``); ``--trl
+bf16=false`` (or ``true``) sets it for both. PPO's own Accelerator follows the same rule (``--trl`` does
+not reach it). The report prints what the TRL runs used.
 """
 
 import argparse
