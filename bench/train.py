@@ -55,8 +55,8 @@ per token (whole run); PPO's tokens/s in the training loop not below TRL GRPO's.
 
 Precision: both engines get ``common.trl_values``, so on a CPU both train without activation
 checkpointing and in bf16 only where the CPU computes bf16 natively (``common.native_bf16``); ``--trl
-bf16=false`` (or ``true``) sets it for both. PPO's own Accelerator follows the same rule (``--trl`` does
-not reach it). The report prints what the TRL runs used.
+bf16=false`` (or ``true``) sets it for both. PPO is given the same precision (its own default is fp32,
+for exact resumption). The report prints what the TRL runs used.
 """
 
 import argparse
@@ -300,7 +300,11 @@ def clinalign_ppo(spec: dict, store, workspace: Path) -> dict:
         return record
 
     ppo_algorithm.PPO.rollout, ppo_algorithm.PPO.step = counting_rollout, timed_step
-    config = {"base": spec["base"], "steps": spec["steps"], "batch_size": spec["batch"], "save_every": 0}
+    from clinalign.train import common
+
+    # the TRL stages' precision (PPO's own default is fp32, for exact resumption)
+    bf16 = spec["trl"].get("bf16", common.trl_values(Path(spec["out"]), {}, {}).get("bf16", False))
+    config = {"base": spec["base"], "steps": spec["steps"], "batch_size": spec["batch"], "save_every": 0, "bf16": bf16}
     config.update(prompt_set=spec["prompt_set"], reward_model=spec["reward_model"])
     started = time.perf_counter()
     run_stage("train.ppo", store, workspace, config)

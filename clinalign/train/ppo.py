@@ -92,6 +92,11 @@ class Config(StageConfig):
     log_dir: str | None = None
     """Where trackers write (default: the run's folder)."""
 
+    bf16: bool = False
+    """bf16 autocast on a CPU that computes bf16 natively (on a GPU, ``accelerate launch`` decides).
+    Off by default: in bf16 a run resumed after a kill ends within bf16's precision of an uninterrupted
+    one (1% apart on a KL of 0.005 in the tests), not within fp32's."""
+
     seed: int = 0
 
 

@@ -15,6 +15,7 @@ One step:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ from clinalign.train import common
 
 if TYPE_CHECKING:
     from clinalign.train.ppo import Config
+
+log = logging.getLogger(__name__)
 
 
 class KLSettings(BaseModel):
@@ -136,12 +139,14 @@ class PPO:
         torch.nn.init.zeros_(self.value_head.bias)
         trainable = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
         optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
-        # bf16 autocast as the TRL stages get it: on a GPU as `accelerate launch` configures, on a CPU
-        # where it computes bf16 natively.
+        # On a GPU the precision is what `accelerate launch` configures; on a CPU, bf16 only when asked
+        # and computed natively (emulated, it is tens of times slower).
         on_cpu = not torch.cuda.is_available()
+        if on_cpu and settings.bf16 and not common.native_bf16():
+            log.warning("ppo: bf16 asked, but this CPU does not compute bf16 natively: training in fp32")
         self.accelerator = Accelerator(
             cpu=on_cpu,
-            mixed_precision=("bf16" if common.native_bf16() else "no") if on_cpu else None,
+            mixed_precision=("bf16" if settings.bf16 and common.native_bf16() else "no") if on_cpu else None,
             log_with=settings.report_to or None,
             project_dir=settings.log_dir,
         )
