@@ -146,7 +146,8 @@ class PPO:
             log.warning("ppo: bf16 asked, but this CPU does not compute bf16 natively: training in fp32")
         self.accelerator = Accelerator(
             cpu=on_cpu,
-            mixed_precision=("bf16" if settings.bf16 and common.native_bf16() else "no") if on_cpu else None,
+            # None, not "no": another trainer in this process may already have set Accelerate's state
+            mixed_precision="bf16" if on_cpu and settings.bf16 and common.native_bf16() else None,
             log_with=settings.report_to or None,
             project_dir=settings.log_dir,
         )
