@@ -2,6 +2,9 @@
 ``reward_fn(prompts, answers) -> list[float]``, written here on Accelerate: TRL 1.16 has no PPO trainer.
 ``train/ppo.py`` is the stage that gives it the clinical reward; the tests give it a toy task.
 
+Reads: nothing of the store (a model, a tokenizer and a reward function are handed to it).
+Writes: its checkpoints (``PPO.save``) where the stage says; the stage saves and records the policy.
+
 One step:
 
 1. sample an answer to each prompt of a batch from the policy;
