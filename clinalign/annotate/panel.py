@@ -113,14 +113,14 @@ class Assessment:
     factual: float
     clarity: float
     coverage: float
-    verdict: guardrails.Verdict
+    verdict: guardrails.Signs
 
     def quality(self, safety_weight: float) -> float:
         return safety_weight * self.safety + 2 * self.factual + self.clarity
 
 
 def assess(answer: str, prompt: Prompt) -> Assessment:
-    verdict = guardrails.check(answer)
+    verdict = guardrails.signs(answer)
     words = _words(answer)
     safety = 0.0
     if prompt.risk == "emergency":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from clinalign.cli import annotate, audit, deidentify, demo, pipeline, serve, users  # noqa: F401 - they register commands
+from clinalign.cli import annotate, audit, deidentify, demo, guard, pipeline, serve, users  # noqa: F401 - they register commands
 from clinalign.cli.base import app, err_console
 
 __all__ = ["app"]

@@ -103,7 +103,7 @@ class Config(StageConfig):
 def rule_reward(risk: str, answer: str, over_triage: float = 0.5) -> float:
     """The guardrail rules as a reward: -1 for a missed emergency, -``over_triage`` for escalating a
     routine question, -1 for a personal dose (the simulated panel's safety rubric, as plain checks)."""
-    verdict = guardrails.check(answer)
+    verdict = guardrails.signs(answer)
     penalty = 0.0
     if risk == "emergency" and not verdict.escalates:
         penalty -= 1.0

@@ -44,9 +44,9 @@ def test_personalised_prescribing(text, flagged):
     assert guardrails.personalised_prescribing(text) is flagged
 
 
-def test_dismissive_and_verdict():
-    verdict = guardrails.check("You are probably just tired; there is nothing to worry about.")
-    assert verdict == guardrails.Verdict(escalates=False, personalised_prescribing=False, dismissive=True)
+def test_dismissive_and_signs():
+    signs = guardrails.signs("You are probably just tired; there is nothing to worry about.")
+    assert signs == guardrails.Signs(escalates=False, personalised_prescribing=False, dismissive=True)
     assert not guardrails.dismissive("See a doctor today if it gets worse.")
 
 
@@ -59,6 +59,8 @@ def test_dismissive_and_verdict():
         ("Is self-harm common in teenagers?", True),
         ("My knee hurts when I run.", False),
         ("The battery in my hearing aid died.", False),
+        ("She is not suicidal, just exhausted.", False),
+        ("I could kill myself for forgetting her name, lol.", False),
     ],
 )
 def test_self_harm_questions(text, about_self_harm):

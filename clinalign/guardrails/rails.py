@@ -1,0 +1,200 @@
+"""The input and output rails: every check of the policy run on a request or an answer, as one
+``Verdict`` with the text to send.
+
+Reads: text, a ``Policy``, the request's verdict (for an answer).  Writes: nothing.
+
+Order matters only for the text; the verdict's action is the highest any rail asked for, and an
+escalation, once raised on the request, is carried to the answer's verdict and cannot be undone.
+"""
+
+from __future__ import annotations
+
+import re
+
+from clinalign import phi
+from clinalign.guardrails import answers, red_flags
+from clinalign.guardrails import policy as policies
+from clinalign.guardrails.policy import Policy
+from clinalign.guardrails.verdict import Action, Reason, Verdict, combine
+
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)\s*")
+_POISON = re.compile(r"\b(poison control|poison cent(er|re)|1-800-222-1222)\b", re.IGNORECASE)
+
+
+def _public_service(found: str, policy: Policy) -> bool:
+    """A crisis line or poison centre number is shaped like a phone number, and is not PHI."""
+    return bool(_POISON.search(found) or policies.compiled(policy).answer["crisis"].search(found))
+
+
+def _flags(text: str, policy: Policy, routing: bool) -> Verdict:
+    """The red flags in a text: an emergency escalates; an urgent one goes to review when the policy
+    routes that disposition there. Suicide or self-harm discussed without a standing flag (a question
+    about it, a past episode) still gets crisis resources: safe-messaging guidance asks for them
+    wherever suicide is discussed (WHO, Preventing suicide: a resource for media professionals, 2023)."""
+    verdicts = []
+    for mention in red_flags.find(text, policy, keep_lifted=True):
+        flag = policy.red_flags[mention.category]
+        if mention.lifted_by:
+            if flag.crisis and mention.lifted_by not in ("NEGATED_EXISTENCE", "FIGURATIVE"):
+                verdicts.append(Verdict(tags=frozenset({"crisis"})))
+            continue
+        emergency = mention.disposition == "emergency"
+        if emergency:
+            action = Action.ESCALATE
+        elif routing and mention.disposition in policy.routing.review_dispositions:
+            action = Action.REVIEW
+        else:
+            action = Action.MODIFY
+        tags = {"crisis"} if flag.crisis else set()
+        if mention.category == "overdose_poisoning":
+            tags.add("poison")
+        reason = Reason(
+            "red_flag",
+            action,
+            mention.category,
+            f"{flag.label}: {mention.disposition}",
+            mention.evidence,
+            mention.start,
+            mention.end,
+        )
+        verdicts.append(Verdict(action, emergency, mention.disposition, (reason,), tags=frozenset(tags)))
+    return combine(*verdicts) if verdicts else Verdict()
+
+
+def check_input(text: str, *, policy: Policy | None = None, risk: str | None = None) -> Verdict:
+    """The request's verdict: harmful requests are blocked, red flags escalate or go to review, and
+    prompts of the risk levels the policy names go to review."""
+    policy = policy or policies.load()
+    parts = [Verdict(policy=policy.id)]
+    for pattern in policies.compiled(policy).harmful:
+        if found := pattern.search(text):
+            reason = Reason(
+                "harmful_request",
+                Action.BLOCK,
+                "harmful_request",
+                "a request no answer may serve",
+                found.group(),
+                found.start(),
+                found.end(),
+            )
+            parts.append(Verdict(Action.BLOCK, reasons=(reason,)))
+            break
+    parts.append(_flags(text, policy, routing=True))
+    if risk is not None and risk in policy.routing.review_risks:
+        parts.append(Verdict(Action.REVIEW, reasons=(Reason("risk", Action.REVIEW, risk, f"prompt risk {risk}"),)))
+    verdict = combine(*parts)
+    if verdict.action is Action.BLOCK and "crisis" in verdict.tags:
+        # Someone asking how to die is answered with crisis resources, not a refusal alone.
+        verdict = combine(verdict, Verdict(Action.ESCALATE, True, "emergency"))
+    return verdict
+
+
+def _without(text: str, pattern_fields: tuple[str, ...], policy: Policy) -> str:
+    patterns = [policies.compiled(policy).answer[f] for f in pattern_fields]
+    return "".join(s.group() for s in _SENTENCE.finditer(text) if not any(p.search(s.group()) for p in patterns))
+
+
+def _scope(text: str, policy: Policy, audience: str) -> tuple[str, list[Verdict]]:
+    rules = policy.scope[audience]
+    found = []
+    checks = (
+        ("personalised_prescribing", answers.personalised_prescribing, ("dose", "shared_medicine"), "prescribing"),
+        ("off_label", answers.off_label, ("off_label",), None),
+        ("definitive_diagnosis", answers.definitive_diagnosis, (), "diagnosis"),
+    )
+    for rule, matches, remove, note in checks:
+        action = Action[getattr(rules, rule).upper()]
+        if action is Action.ALLOW or not matches(text, policy):
+            continue
+        if action is Action.MODIFY:
+            text = _without(text, remove, policy) if remove else text
+            if note:
+                text = f"{text.rstrip()}\n\n{getattr(policy.texts, note)}"
+        found.append(Verdict(action, reasons=(Reason(rule, action, rule, f"{rule.replace('_', ' ')} ({audience})"),)))
+    return text, found
+
+
+def check_output(
+    answer: str,
+    *,
+    request: Verdict | None = None,
+    policy: Policy | None = None,
+    audience: str = "patient",
+    reward_spread: float | None = None,
+) -> Verdict:
+    """The answer's verdict, with ``text`` set to what may be sent when the rails changed it."""
+    policy = policy or policies.load()
+    request = request or Verdict(policy=policy.id)
+    if request.action is Action.BLOCK:  # the model's answer to a harmful request is never sent
+        refusal = policy.texts.refusal + (f"\n\n{policy.texts.crisis}" if "crisis" in request.tags else "")
+        return combine(request, Verdict(Action.BLOCK, policy=policy.id, text=refusal))
+    parts = [request, Verdict(policy=policy.id)]
+    text = answer
+
+    spans = [s for s in phi.find(text) if not _public_service(text[s.start : s.end], policy)]
+    if spans:
+        action = Action[policy.phi_leak.upper()]
+        if action is Action.MODIFY:
+            for span in reversed(spans):
+                text = f"{text[: span.start]}[{span.type}]{text[span.end :]}"
+        types = sorted({span.type for span in spans})
+        parts.append(Verdict(action, reasons=tuple(Reason("phi_leak", action, t, "PHI in the answer") for t in types)))
+
+    text, scoped = _scope(text, policy, audience)
+    parts += scoped
+
+    flags = _flags(text, policy, routing=False)  # red flags the answer itself raises
+    parts.append(flags)
+    merged = combine(*parts)
+    if merged.escalate:
+        dismissive = answers.dismissive(text, policy)
+        if not answers.escalates(text, policy):
+            text = f"{policy.texts.emergency}\n\n{text}"
+            detail = "the answer did not send the reader to emergency care" + (
+                " and was dismissive" if dismissive else ""
+            )
+            parts.append(
+                Verdict(Action.ESCALATE, True, "emergency", (Reason("escalation", Action.ESCALATE, "added", detail),))
+            )
+        else:
+            parts.append(Verdict(Action.ESCALATE, True, "emergency"))
+    elif merged.disposition == "urgent" and not answers.sends_today(text, policy):
+        text = f"{text.rstrip()}\n\n{policy.texts.urgent}"
+        parts.append(
+            Verdict(Action.MODIFY, reasons=(Reason("urgent_care", Action.MODIFY, "added", "same-day care added"),))
+        )
+    if "crisis" in merged.tags and not answers.crisis_resources(text, policy):
+        text = f"{text.rstrip()}\n\n{policy.texts.crisis}"
+        parts.append(
+            Verdict(
+                Action.MODIFY, reasons=(Reason("crisis_resources", Action.MODIFY, "added", "crisis services added"),)
+            )
+        )
+    if "poison" in merged.tags and not _POISON.search(text):
+        text = f"{text.rstrip()}\n\n{policy.texts.poison}"
+        parts.append(
+            Verdict(Action.MODIFY, reasons=(Reason("poison_control", Action.MODIFY, "added", "poison control added"),))
+        )
+    if reward_spread is not None and reward_spread > policy.routing.reward_spread:
+        detail = f"reward models disagree (spread {reward_spread:.2f} > {policy.routing.reward_spread})"
+        parts.append(Verdict(Action.REVIEW, reasons=(Reason("uncertainty", Action.REVIEW, "reward_spread", detail),)))
+    verdict = combine(*parts)
+    return Verdict(
+        verdict.action,
+        verdict.escalate,
+        verdict.disposition,
+        verdict.reasons,
+        policy.id,
+        text if text != answer else None,
+        verdict.tags,
+    )
+
+
+def check(text: str, role: str = "user", *, policy: Policy | None = None, audience: str = "patient") -> Verdict:
+    """One message's verdict: a user's message through the input rails, an assistant's through the
+    output rails (without the request, which a single message does not carry)."""
+    if role == "user":
+        return check_input(text, policy=policy)
+    if role == "assistant":
+        return check_output(text, policy=policy, audience=audience)
+    raise ValueError(f"role must be 'user' or 'assistant', got {role!r}")
