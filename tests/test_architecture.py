@@ -175,7 +175,7 @@ def copy(tmp_path: Path) -> Path:
         ("phi/lookup.py", "from clinalign.store import Record\n", "pure text functions import clinalign.store"),
         ("guardrails/rails.py", "import clinalign.audit\n", "pure text functions import clinalign.audit"),
         ("audit_extra.py", "", "cannot place"),
-        ("store.py", "from clinalign.curate import tags\n", "a cross-cutting module imports the stage"),
+        ("store/tables.py", "from clinalign.curate import tags\n", "a cross-cutting module imports the stage"),
         ("cli/extra.py", "from clinalign.web.pages import render\n", "a shell imports another shell's helper"),
         ("report.py", "import torch\n", "imports ['torch'] at module level"),
     ],

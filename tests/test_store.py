@@ -84,7 +84,7 @@ def test_migrations_create_every_table_and_are_idempotent(any_store: Store):
     assert set(Base.metadata.tables) | {"alembic_version"} <= tables
     any_store.migrate()  # a second upgrade is a no-op
     with any_store.session() as session:
-        assert session.scalar(text("select version_num from alembic_version")) == "0006"
+        assert session.scalar(text("select version_num from alembic_version")) == "0007"
 
 
 def test_migrations_match_the_models(any_store: Store):

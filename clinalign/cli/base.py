@@ -45,6 +45,7 @@ GROUPS: dict[tuple[str, ...], typer.Typer] = {
     ("users",): typer.Typer(help="Accounts for the web app.", no_args_is_help=True),
     ("reward",): typer.Typer(help="Serve the clinical reward model to RL engines.", no_args_is_help=True),
     ("guard",): typer.Typer(help="Check messages against the clinical guardrail policy.", no_args_is_help=True),
+    ("keys",): typer.Typer(help="API keys for the guarded server (`clinalign serve`).", no_args_is_help=True),
 }
 for (name,), group in [(k, v) for k, v in GROUPS.items() if k]:
     app.add_typer(group, name=name)

@@ -63,3 +63,109 @@ def serve(
         reward.serve(folder, host, port, info, api_key)
     except ClinalignError as err:
         fail(str(err))
+
+
+keys = GROUPS[("keys",)]
+
+
+@keys.command("add")
+def add_key(
+    name: str = typer.Argument(..., help="The client's name (unique)."),
+    audience: str = typer.Option(
+        "patient", help="Who reads its answers: patient, caregiver, clinician, educator, payer."
+    ),
+    per_minute: int = typer.Option(60, "--per-minute", help="Requests allowed per minute."),
+    callback_url: str | None = typer.Option(None, "--callback-url", help="Where decided tier 2 answers are posted."),
+) -> None:
+    """Create an API key for `clinalign serve`; the key is printed once and only its hash is kept."""
+    from clinalign.audit import seal
+    from clinalign.schemas import ClinalignError
+    from clinalign.serve import oversight
+
+    store = open_store(existing=False)
+    try:
+        with store.session() as session:
+            _key, secret = oversight.add_key(
+                session, name, audience, per_minute, os.environ.get("USER", "cli"), callback_url
+            )
+    except ClinalignError as err:
+        fail(str(err))
+    seal(store)
+    console.print(f"API key for {name} ({audience}, {per_minute}/min); shown once, keep it secret:")
+    console.print(secret, highlight=False, soft_wrap=True)
+
+
+@keys.command("list")
+def list_keys() -> None:
+    """The API keys: name, audience, rate, and whether revoked (never the keys themselves)."""
+    from sqlalchemy import select
+
+    from clinalign.store import ApiKey
+
+    with open_store().reading() as session:
+        for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "live"
+            console.print(f"{key.name}\t{key.audience}\t{key.per_minute}/min\t{state}", highlight=False)
+
+
+@keys.command("revoke")
+def revoke_key(name: str = typer.Argument(..., help="The client's name.")) -> None:
+    """Revoke an API key at once (every server of this store refuses it from its next request)."""
+    from clinalign.audit import seal
+    from clinalign.schemas import ClinalignError
+    from clinalign.serve import oversight
+
+    store = open_store()
+    try:
+        with store.session() as session:
+            oversight.revoke_key(session, name, os.environ.get("USER", "cli"))
+    except ClinalignError as err:
+        fail(str(err))
+    seal(store)
+    console.print(f"revoked {name}")
+
+
+@GROUPS[()].command("serve")
+def serve_chat(
+    model: str | None = typer.Option(None, "--model", help="A model folder (default: the embedded SmolLM2)."),
+    upstream: str | None = typer.Option(None, "--upstream", help="An OpenAI-compatible server's URL, ending in /v1."),
+    upstream_model: str | None = typer.Option(None, "--upstream-model", help="The model name the upstream serves."),
+    name: str | None = typer.Option(None, "--name", help="The model id clients ask for (default: from the model)."),
+    policy: Path | None = typer.Option(None, "--policy", help="Guardrail policy YAML (default: the shipped one)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Default answer length, in tokens."),
+    rate_storage: str = typer.Option(
+        "memory://", "--rate-storage", help="Rate-limit counters: memory:// (one process) or redis://host:port."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Serve a model behind the guardrails: OpenAI-compatible /v1/chat/completions (and streaming),
+    tiered clinician review, API keys (`clinalign keys add`), rate limits, /metrics, and LiteLLM's
+    generic guardrail API."""
+    quiet_libraries()
+    from clinalign import guardrails
+    from clinalign.schemas import ClinalignError
+    from clinalign.serve import backends, chat
+
+    if model is not None and upstream is not None:
+        fail("give --model or --upstream, not both")
+    try:
+        rules = guardrails.load(policy) if policy is not None else guardrails.load()
+        if upstream is not None:
+            if not upstream_model:
+                fail("--upstream needs --upstream-model (the model name that server serves)")
+            backend = backends.Upstream(upstream, upstream_model, os.environ.get("CLINALIGN_UPSTREAM_API_KEY"))
+            backend.name = name or upstream_model
+        else:
+            from clinalign import bundled
+
+            folder = model or str(bundled.folder())
+            backend = backends.LocalModel(folder, name or (Path(model).name if model else bundled.SMOLLM2.title))
+        store = open_store(existing=False)
+        app = chat.create_app(store, backend, rules, max_tokens=max_tokens, rate_storage=rate_storage)
+    except ClinalignError as err:
+        fail(str(err))
+    console.print(
+        f"clinalign serve on http://{host}:{port}/v1 serving {backend.name}, policy {rules.id}", soft_wrap=True
+    )
+    chat.serve(app, host, port)

@@ -96,6 +96,10 @@ class Texts(_Strict):
     poison: str
     prescribing: str
     diagnosis: str
+    held: str
+    """Sent at once when an answer waits for a clinician (tier 2)."""
+    rejected: str
+    """Sent when the clinician rejects the answer and writes none."""
     refusal: str
     disclaimers: dict[Audience, str]
 

@@ -10,6 +10,7 @@ escalation, once raised on the request, is carried to the answer's verdict and c
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 
 from clinalign import phi
 from clinalign.guardrails import answers, red_flags
@@ -94,9 +95,10 @@ def _without(text: str, pattern_fields: tuple[str, ...], policy: Policy) -> str:
     return "".join(s.group() for s in _SENTENCE.finditer(text) if not any(p.search(s.group()) for p in patterns))
 
 
-def _scope(text: str, policy: Policy, audience: str) -> tuple[str, list[Verdict]]:
+def _scope(text: str, policy: Policy, audience: str) -> tuple[str, list[str], list[Verdict]]:
+    """The answer within the audience's scope: its text, the notes to add after it, the verdicts."""
     rules = policy.scope[audience]
-    found = []
+    notes, found = [], []
     checks = (
         ("personalised_prescribing", answers.personalised_prescribing, ("dose", "shared_medicine"), "prescribing"),
         ("off_label", answers.off_label, ("off_label",), None),
@@ -109,25 +111,45 @@ def _scope(text: str, policy: Policy, audience: str) -> tuple[str, list[Verdict]
         if action is Action.MODIFY:
             text = _without(text, remove, policy) if remove else text
             if note:
-                text = f"{text.rstrip()}\n\n{getattr(policy.texts, note)}"
+                notes.append(getattr(policy.texts, note))
         found.append(Verdict(action, reasons=(Reason(rule, action, rule, f"{rule.replace('_', ' ')} ({audience})"),)))
-    return text, found
+    return text, notes, found
 
 
-def check_output(
+@dataclass(frozen=True)
+class Checked:
+    """An answer after the output rails, in the three parts a stream releases at different times:
+    ``header`` before anything else, ``body`` (the answer, changed where the rails changed it) as it
+    is checked, and ``notes`` at the end."""
+
+    verdict: Verdict
+    header: str
+    body: str
+    notes: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(part for part in (self.header, self.body.strip(), *self.notes) if part)
+
+
+def _added(rule: str, action: Action, detail: str, escalate: bool = False) -> Verdict:
+    return Verdict(action, escalate, "emergency" if escalate else "routine", (Reason(rule, action, "added", detail),))
+
+
+def output_parts(
     answer: str,
     *,
     request: Verdict | None = None,
     policy: Policy | None = None,
     audience: str = "patient",
     reward_spread: float | None = None,
-) -> Verdict:
-    """The answer's verdict, with ``text`` set to what may be sent when the rails changed it."""
+) -> Checked:
+    """The output rails on ``answer`` (see ``check_output``), keeping the parts apart for streaming."""
     policy = policy or policies.load()
     request = request or Verdict(policy=policy.id)
     if request.action is Action.BLOCK:  # the model's answer to a harmful request is never sent
-        refusal = policy.texts.refusal + (f"\n\n{policy.texts.crisis}" if "crisis" in request.tags else "")
-        return combine(request, Verdict(Action.BLOCK, policy=policy.id, text=refusal))
+        notes = (policy.texts.crisis,) if "crisis" in request.tags else ()
+        return Checked(combine(request, Verdict(Action.BLOCK, policy=policy.id)), "", policy.texts.refusal, notes)
     parts = [request, Verdict(policy=policy.id)]
     text = answer
 
@@ -140,54 +162,48 @@ def check_output(
         types = sorted({span.type for span in spans})
         parts.append(Verdict(action, reasons=tuple(Reason("phi_leak", action, t, "PHI in the answer") for t in types)))
 
-    text, scoped = _scope(text, policy, audience)
+    text, notes, scoped = _scope(text, policy, audience)
     parts += scoped
-
-    flags = _flags(text, policy, routing=False)  # red flags the answer itself raises
-    parts.append(flags)
+    parts.append(_flags(text, policy, routing=False))  # red flags the answer itself raises
     merged = combine(*parts)
+    header = ""
     if merged.escalate:
-        dismissive = answers.dismissive(text, policy)
-        if not answers.escalates(text, policy):
-            text = f"{policy.texts.emergency}\n\n{text}"
-            detail = "the answer did not send the reader to emergency care" + (
-                " and was dismissive" if dismissive else ""
-            )
-            parts.append(
-                Verdict(Action.ESCALATE, True, "emergency", (Reason("escalation", Action.ESCALATE, "added", detail),))
-            )
-        else:
+        if answers.escalates(text, policy):
             parts.append(Verdict(Action.ESCALATE, True, "emergency"))
+        else:
+            header = policy.texts.emergency
+            detail = "the answer did not send the reader to emergency care"
+            detail += " and was dismissive" if answers.dismissive(text, policy) else ""
+            parts.append(_added("escalation", Action.ESCALATE, detail, escalate=True))
     elif merged.disposition == "urgent" and not answers.sends_today(text, policy):
-        text = f"{text.rstrip()}\n\n{policy.texts.urgent}"
-        parts.append(
-            Verdict(Action.MODIFY, reasons=(Reason("urgent_care", Action.MODIFY, "added", "same-day care added"),))
-        )
+        notes.append(policy.texts.urgent)
+        parts.append(_added("urgent_care", Action.MODIFY, "same-day care added"))
     if "crisis" in merged.tags and not answers.crisis_resources(text, policy):
-        text = f"{text.rstrip()}\n\n{policy.texts.crisis}"
-        parts.append(
-            Verdict(
-                Action.MODIFY, reasons=(Reason("crisis_resources", Action.MODIFY, "added", "crisis services added"),)
-            )
-        )
+        notes.append(policy.texts.crisis)
+        parts.append(_added("crisis_resources", Action.MODIFY, "crisis services added"))
     if "poison" in merged.tags and not _POISON.search(text):
-        text = f"{text.rstrip()}\n\n{policy.texts.poison}"
-        parts.append(
-            Verdict(Action.MODIFY, reasons=(Reason("poison_control", Action.MODIFY, "added", "poison control added"),))
-        )
+        notes.append(policy.texts.poison)
+        parts.append(_added("poison_control", Action.MODIFY, "poison control added"))
     if reward_spread is not None and reward_spread > policy.routing.reward_spread:
         detail = f"reward models disagree (spread {reward_spread:.2f} > {policy.routing.reward_spread})"
         parts.append(Verdict(Action.REVIEW, reasons=(Reason("uncertainty", Action.REVIEW, "reward_spread", detail),)))
-    verdict = combine(*parts)
-    return Verdict(
-        verdict.action,
-        verdict.escalate,
-        verdict.disposition,
-        verdict.reasons,
-        policy.id,
-        text if text != answer else None,
-        verdict.tags,
-    )
+    return Checked(combine(*parts), header, text, tuple(notes))
+
+
+def check_output(
+    answer: str,
+    *,
+    request: Verdict | None = None,
+    policy: Policy | None = None,
+    audience: str = "patient",
+    reward_spread: float | None = None,
+) -> Verdict:
+    """The answer's verdict, with ``text`` set to what may be sent when the rails changed it: PHI
+    replaced, scope per audience, the emergency text first when the case escalates and the answer
+    does not, crisis, poison and same-day notes after it; a blocked request's answer never."""
+    checked = output_parts(answer, request=request, policy=policy, audience=audience, reward_spread=reward_spread)
+    text = checked.text
+    return replace(checked.verdict, text=None if text == answer else text)
 
 
 def check(text: str, role: str = "user", *, policy: Policy | None = None, audience: str = "patient") -> Verdict:

@@ -16,6 +16,7 @@ CLINICIAN = {"clinician"}
 EXPERTS = {"data_expert", "admin"}
 READERS = {"data_expert", "admin", "reviewer"}
 REVIEWER = {"reviewer"}
+CLINICAL = {"clinician", "reviewer"}
 ADMIN = {"admin"}
 
 EXPECTED = {
@@ -41,6 +42,10 @@ EXPECTED = {
     ("GET", "/review"): REVIEWER,
     ("GET", "/review/{campaign_id}"): REVIEWER,
     ("POST", "/review/items/{task_id}"): REVIEWER,
+    ("GET", "/oversight"): CLINICAL,
+    ("GET", "/oversight/{interaction_id}"): CLINICAL,
+    ("POST", "/oversight/{interaction_id}/decide"): CLINICAL,
+    ("POST", "/oversight/{interaction_id}/flag"): CLINICAL,
     ("GET", "/admin/users"): ADMIN,
     ("POST", "/admin/users"): ADMIN,
     ("POST", "/admin/users/{user_id}/active"): ADMIN,
@@ -91,7 +96,14 @@ def test_each_role_gets_in_exactly_where_the_matrix_says(web, role):
     worker = web.login("clin2")
     assignment, page = open_item(worker, campaign)
     worker.post(f"/items/{assignment}", data={"csrf": csrf(page), "choice": "cannot_judge"})
-    params = {"campaign_id": campaign, "assignment_id": assignment, "judgement_id": 1, "task_id": 1, "user_id": 1}
+    params = {
+        "campaign_id": campaign,
+        "assignment_id": assignment,
+        "judgement_id": 1,
+        "task_id": 1,
+        "user_id": 1,
+        "interaction_id": 1,
+    }
     client = web.login(USER_FOR_ROLE[role]) if role else web.client()
     token = csrf(client.get("/login").text) if role is None else csrf(client.get("/").text)
     for (method, path), expected in EXPECTED.items():

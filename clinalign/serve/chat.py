@@ -1,0 +1,397 @@
+"""``clinalign serve``: an OpenAI-compatible chat API in front of a model, with the guardrail policy on
+every request and every answer, tiered clinician oversight, per-client API keys and rate limits.
+
+* ``GET /v1/models``; ``POST /v1/chat/completions`` (whole, or streamed as server-sent events);
+* ``GET /v1/reviews/{id}``: a held (tier 2) answer's status, and the clinician's answer once decided;
+* ``POST /v1/flags``: a client reports a served answer as wrong (error tags, correction);
+* ``POST /beta/litellm_basic_guardrail_api``: LiteLLM's generic guardrail API (``litellm.py``);
+* ``GET /metrics`` (Prometheus) and ``GET /health``, without a key.
+
+Every request: API key, rate limit, size limits, PHI replaced by type tags before the model or the
+store sees it, input rails; every answer: output rails, then by tier: 1 sent, 2 held for a clinician
+(the client gets 202 and the holding text, and polls), 3 sent at once with emergency guidance. A
+failing model or a failing rail never lets an unchecked answer out (fail closed). Errors are
+OpenAI-shaped (``{"error": {"message", "type", "code", "param"}}``), never a stack trace or PHI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from clinalign import guardrails
+from clinalign.guardrails import Action, Policy
+from clinalign.guardrails.rails import Checked, output_parts
+from clinalign.schemas import ERROR_TAGS, ClinalignError
+from clinalign.serve import oversight
+from clinalign.serve.backends import BackendError, Sampling
+from clinalign.serve.metrics import Metrics
+from clinalign.store import ApiKey, Interaction, Store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024  # bytes
+MAX_MESSAGES = 64
+MAX_TOKENS = 1024
+_SENTENCE_END = re.compile(r"[.!?\n](?=\s)")
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields that change nothing here (user...)
+    model: str
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1)
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    """Demographic and context tags, kept with the interaction for the fairness breakdowns."""
+
+
+class FlagRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    interaction: int
+    error_tags: list[Literal[ERROR_TAGS]] = Field(min_length=1)  # type: ignore[valid-type]
+    correction: str | None = Field(None, max_length=oversight.MAX_TEXT)
+
+
+def error(status: int, message: str, kind: str, code: str, param: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    return JSONResponse(body, status_code=status)
+
+
+class Served:
+    """One interaction in progress: the request's verdict and what the rails let out."""
+
+    def __init__(self, key: ApiKey, body: ChatRequest, policy: Policy):
+        self.key, self.body, self.policy = key, body, policy
+        self.started = time.perf_counter()
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.messages = oversight.deidentify_messages([{"role": m.role, "content": m.text()} for m in body.messages])
+        users = "\n".join(m["content"] for m in self.messages if m["role"] == "user")
+        self.request = guardrails.check_input(users, policy=policy)
+
+    def sampling(self, default_tokens: int) -> Sampling:
+        tokens = self.body.max_completion_tokens or self.body.max_tokens or default_tokens
+        return Sampling(tokens, self.body.temperature, self.body.top_p)
+
+    def check(self, answer: str) -> Checked:
+        return output_parts(answer, request=self.request, policy=self.policy, audience=self.key.audience)
+
+
+def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, rate_storage: str = "memory://"):
+    """The guarded API for ``backend`` (``backends.LocalModel`` or ``backends.Upstream``)."""
+    from limits import RateLimitItemPerMinute
+    from limits.storage import storage_from_string
+    from limits.strategies import MovingWindowRateLimiter
+
+    from clinalign.audit import seal
+    from clinalign.serve import litellm
+
+    limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
+    metrics = Metrics(store)
+    app = FastAPI(title="clinalign serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next):
+        if request.url.path in ("/metrics", "/health"):
+            return await call_next(request)
+        length = request.headers.get("content-length", "")
+        if request.method == "POST" and not length.isdigit():  # a chunked body would be read whole, unbounded
+            return error(411, "send Content-Length with the request body", "invalid_request_error", "length_required")
+        if length.isdigit() and int(length) > MAX_BODY:
+            metrics.errors.labels("too_large").inc()
+            return error(
+                413,
+                f"request body of {int(length)} bytes; at most {MAX_BODY}",
+                "invalid_request_error",
+                "request_too_large",
+            )
+        given = request.headers.get("authorization", "")
+        secret = given[7:].strip() if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        with store.reading() as session:
+            key = oversight.key_for(session, secret) if secret else None
+            if key is not None:
+                session.expunge(key)
+        if key is None:
+            metrics.errors.labels("auth").inc()
+            return error(
+                401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error", "invalid_api_key"
+            )
+        if not limiter.hit(RateLimitItemPerMinute(key.per_minute), "key", str(key.id)):
+            metrics.errors.labels("rate_limited").inc()
+            return error(
+                429,
+                f"rate limit of {key.per_minute} requests a minute reached",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            )
+        request.state.key = key
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return error(400, f"{where}: {first.get('msg', 'invalid')}", "invalid_request_error", "invalid_value", where)
+
+    def save(
+        served: Served,
+        *,
+        answer: str | None,
+        checked: Checked | None,
+        sent: str | None,
+        status: str,
+        usage: tuple[int | None, int | None] = (None, None),
+    ) -> Interaction:
+        verdict = checked.verdict if checked is not None else served.request
+        with store.session() as session:
+            interaction = oversight.record(
+                session,
+                key=served.key,
+                model=backend.name,
+                messages=served.messages,
+                answer=answer,
+                checked=None if checked is None else checked.text,
+                sent=sent,
+                verdict=verdict,
+                status=status,
+                tags=served.body.metadata or {},
+                seconds=time.perf_counter() - served.started,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+            )
+            session.flush()
+            session.expunge(interaction)
+        seal(store)
+        if status != "failed":
+            metrics.answered(interaction.tier, interaction.action, interaction.reasons, interaction.escalate)
+            metrics.latency.observe(time.perf_counter() - served.started)
+        return interaction
+
+    def completion(served: Served, content: str, interaction: Interaction, finish: str) -> dict:
+        return {
+            "id": served.id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": backend.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": interaction.prompt_tokens or 0,
+                "completion_tokens": interaction.completion_tokens or 0,
+                "total_tokens": (interaction.prompt_tokens or 0) + (interaction.completion_tokens or 0),
+            },
+            "clinalign": extension(interaction),
+        }
+
+    def extension(interaction: Interaction) -> dict:
+        found = {
+            "interaction": interaction.id,
+            "tier": interaction.tier,
+            "action": interaction.action,
+            "escalate": interaction.escalate,
+            "policy": interaction.policy,
+            "reasons": [{"rule": r["rule"], "category": r.get("category", "")} for r in interaction.reasons],
+        }
+        if interaction.status == "held":
+            found["review"] = {"status": "held", "poll": f"/v1/reviews/{interaction.id}"}
+        return found
+
+    def failed(served: Served, err: Exception) -> JSONResponse:
+        save(served, answer=None, checked=None, sent=None, status="failed")
+        if isinstance(err, BackendError):
+            metrics.errors.labels("upstream").inc()
+            return error(err.status, str(err), "api_error", "upstream_error")
+        log.error("guardrail failure on a request (%s); nothing was sent", type(err).__name__)
+        metrics.errors.labels("rails").inc()
+        return error(503, "the answer could not be checked, so it was not sent", "api_error", "guardrail_failure")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": backend.name, "policy": policy.id}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": backend.name, "object": "model", "owned_by": "clinalign"}]}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: ChatRequest, request: Request):
+        if body.model != backend.name:
+            return error(
+                404,
+                f"model {body.model[:100]!r} is not served here; see /v1/models",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
+        with metrics.rail_seconds.labels("input").time():
+            try:
+                served = Served(request.state.key, body, policy)
+            except Exception as err:  # fail closed: no model call on an unchecked request
+                log.error("input rails failed (%s)", type(err).__name__)
+                metrics.errors.labels("rails").inc()
+                return error(503, "the request could not be checked", "api_error", "guardrail_failure")
+        if body.stream:
+            return StreamingResponse(stream(served), media_type="text/event-stream")
+        if served.request.action is Action.BLOCK:
+            checked = served.check("")
+            interaction = save(served, answer=None, checked=checked, sent=checked.text, status="blocked")
+            return completion(served, checked.text, interaction, "content_filter")
+        try:
+            answer = backend.complete(served.messages, served.sampling(max_tokens))
+            with metrics.rail_seconds.labels("output").time():
+                checked = served.check(answer.text)
+        except Exception as err:
+            return failed(served, err)
+        usage = (answer.prompt_tokens, answer.completion_tokens)
+        metrics.prompt_tokens.inc(answer.prompt_tokens or 0)
+        metrics.generation_tokens.inc(answer.completion_tokens or 0)
+        if checked.verdict.tier == 2:
+            interaction = save(served, answer=answer.text, checked=checked, sent=None, status="held", usage=usage)
+            return JSONResponse(completion(served, policy.texts.held, interaction, "stop"), status_code=202)
+        interaction = save(served, answer=answer.text, checked=checked, sent=checked.text, status="sent", usage=usage)
+        return completion(served, checked.text, interaction, "stop")
+
+    def stream(served: Served) -> Iterator[str]:
+        """Server-sent events. The answer is released sentence by sentence, each only after the output
+        rails have passed everything up to it; the emergency text goes first; notes go last. If a
+        later sentence calls for review, or would change what was already released, nothing more of
+        the answer is released: the rest waits for a clinician."""
+
+        def event(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
+            chunk = {
+                "id": served.id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": backend.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps({**chunk, **(extra or {})})}\n\n"
+
+        yield event({"role": "assistant", "content": ""})
+        if served.request.action is Action.BLOCK:
+            checked = served.check("")
+            interaction = save(served, answer=None, checked=checked, sent=checked.text, status="blocked")
+            yield event({"content": checked.text}, "content_filter", {"clinalign": extension(interaction)})
+            yield "data: [DONE]\n\n"
+            return
+        raw, header_out, body_out, held, checked_upto = "", False, "", False, 0
+        released: list[str] = []
+
+        def release(text: str) -> str:
+            released.append(text)
+            if len(released) == 1:
+                metrics.first_token.observe(time.perf_counter() - served.started)
+            return event({"content": text})
+
+        try:
+            for piece in backend.stream(served.messages, served.sampling(max_tokens)):
+                raw += piece
+                ends = [m.end() for m in _SENTENCE_END.finditer(raw, checked_upto)]
+                if held or not ends:
+                    continue
+                checked_upto = ends[-1]
+                checked = served.check(raw[:checked_upto])
+                if checked.verdict.tier == 2 or not checked.body.startswith(body_out):
+                    held = True
+                    yield release(("\n\n" if released else "") + policy.texts.held)
+                    continue
+                if checked.header and not header_out:
+                    header_out = True
+                    yield release(checked.header + "\n\n")
+                if len(checked.body) > len(body_out):
+                    yield release(checked.body[len(body_out) :])
+                    body_out = checked.body
+            checked = served.check(raw)
+        except Exception as err:
+            failed(served, err)
+            yield event(
+                {"content": ("\n\n" if released else "") + "The answer could not be checked and was stopped."}, "stop"
+            )
+            yield "data: [DONE]\n\n"
+            return
+        if not held and (checked.verdict.tier == 2 or not checked.body.startswith(body_out)):
+            held = True
+            yield release(("\n\n" if released else "") + policy.texts.held)
+        if not held:
+            if checked.header and not header_out:
+                yield release(checked.header + "\n\n")
+            rest = checked.body[len(body_out) :] + "".join("\n\n" + note for note in checked.notes)
+            if rest:
+                yield release(rest)
+        interaction = save(
+            served,
+            answer=raw,
+            checked=checked,
+            sent=None if held else "".join(released),
+            status="held" if held else "sent",
+        )
+        yield event({}, "stop", {"clinalign": extension(interaction)})
+        yield "data: [DONE]\n\n"
+
+    @app.get("/v1/reviews/{interaction_id}")
+    def review(interaction_id: int, request: Request):
+        with store.reading() as session:
+            interaction = session.get(Interaction, interaction_id)
+            if interaction is None or interaction.api_key_id != request.state.key.id:
+                return error(404, f"no interaction {interaction_id} for this key", "invalid_request_error", "not_found")
+            return oversight.result(interaction)
+
+    @app.post("/v1/flags")
+    def flag(body: FlagRequest, request: Request):
+        try:
+            with store.session() as session:
+                found = oversight.flag(
+                    session,
+                    body.interaction,
+                    error_tags=list(body.error_tags),
+                    correction=body.correction,
+                    key=request.state.key,
+                )
+                flag_id = found.id
+        except ClinalignError as err:
+            return error(404, str(err), "invalid_request_error", "not_found", "interaction")
+        seal(store)
+        return {"flag": flag_id, "interaction": body.interaction}
+
+    litellm.add_routes(app, store, policy, backend.name)
+    return app
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,95 @@
+"""The clinicians' oversight pages: the tier 2 queue, decisions with reasons, flags, override rates."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from clinalign import guardrails
+from clinalign.serve import oversight
+from clinalign.store import Flag, Interaction
+from tests.web.conftest import csrf
+
+
+def served(web, answer: str, request_text: str, status: str = "held") -> int:
+    """An interaction as ``serve`` records it, through the same rails."""
+    request = guardrails.check_input(request_text)
+    checked = guardrails.rails.output_parts(answer, request=request)
+    with web.store.session() as session:
+        key, _ = oversight.add_key(session, f"client-{status}-{len(answer)}", "patient", 60, "test")
+        interaction = oversight.record(
+            session,
+            key=key,
+            model="m",
+            messages=[{"role": "user", "content": request_text}],
+            answer=answer,
+            checked=checked.text,
+            sent=None if status == "held" else checked.text,
+            verdict=checked.verdict,
+            status=status,
+            tags={},
+        )
+        return interaction.id
+
+
+def test_a_clinician_edits_a_held_answer_and_the_reason_is_kept(web):
+    held = served(web, "Gabapentin is sometimes used off-label for this.", "What helps nerve pain?")
+    clinician = web.login("clin1")
+    queue = clinician.get("/oversight")
+    assert f"/oversight/{held}" in queue.text and "off label" in queue.text
+    page = clinician.get(f"/oversight/{held}")
+    refused = clinician.post(
+        f"/oversight/{held}/decide",
+        data={"csrf": csrf(page.text), "decision": "edit", "text": "Ask your GP.", "reason": ""},
+    )
+    assert refused.status_code == 422 and "say why" in refused.text
+    done = clinician.post(
+        f"/oversight/{held}/decide",
+        data={"csrf": csrf(page.text), "decision": "edit", "text": "Ask your GP about options.", "reason": "off-label"},
+    )
+    assert done.status_code == 200 and "Nothing is waiting" in done.text
+    with web.store.reading() as session:
+        row = session.get(Interaction, held)
+        assert (row.status, row.sent, row.review_reason) == ("edited", "Ask your GP about options.", "off-label")
+        assert oversight.override_rates(session)[2]["rate"] == 1.0
+    assert web.events("serve.review.edit")
+
+
+def test_an_escalated_answer_cannot_be_edited_into_silence(web):
+    held = served(web, "Gabapentin is sometimes used off-label.", "I have crushing chest pain and sweating")
+    with web.store.session() as session:  # an escalated case held by a reviewer's policy, say
+        session.get(Interaction, held).escalate = True
+    clinician = web.login("clin1")
+    page = clinician.get(f"/oversight/{held}")
+    response = clinician.post(
+        f"/oversight/{held}/decide",
+        data={"csrf": csrf(page.text), "decision": "edit", "text": "Rest at home.", "reason": "simpler"},
+    )
+    assert response.status_code == 422 and "emergency care" in response.text
+    with web.store.reading() as session:
+        assert session.get(Interaction, held).status == "held"
+
+
+def test_flags_on_a_sent_answer(web):
+    sent = served(web, "You definitely have a cold.", "I have a runny nose", status="sent")
+    reviewer = web.login("review1")
+    page = reviewer.get(f"/oversight/{sent}")
+    assert "Flag this answer" in page.text
+    none = reviewer.post(f"/oversight/{sent}/flag", data={"csrf": csrf(page.text)})
+    assert none.status_code == 422
+    flagged = reviewer.post(
+        f"/oversight/{sent}/flag",
+        data={
+            "csrf": csrf(page.text),
+            "error_tags": ["overconfident"],
+            "correction": "It sounds like a cold; see a GP if...",
+        },
+    )
+    assert flagged.status_code == 200 and "Overconfident" in flagged.text
+    with web.store.reading() as session:
+        [found] = session.scalars(select(Flag)).all()
+        assert found.error_tags == ["overconfident"] and found.interaction_id == sent
+        assert oversight.override_rates(session)[1] == {"n": 1, "overridden": 1, "rate": 1.0}
+
+
+def test_data_experts_do_not_see_served_answers(web):
+    assert web.login("expert1").get("/oversight").status_code == 403
