@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -107,16 +108,29 @@ class Served:
 
 def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, rate_storage: str = "memory://"):
     """The guarded API for ``backend`` (``backends.LocalModel`` or ``backends.Upstream``)."""
+    from contextlib import asynccontextmanager
+
     from limits import RateLimitItemPerMinute
     from limits.storage import storage_from_string
     from limits.strategies import MovingWindowRateLimiter
+    from starlette.concurrency import run_in_threadpool
 
-    from clinalign.audit import seal
+    from clinalign.audit import Sealer
     from clinalign.serve import litellm
+
+    sys.setswitchinterval(0.0005)  # as in the web app: SQLite writers take turns on one lock
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Requests record audit events; the sealer chains them off the request path, and seals the
+        # rest when the server stops.
+        sealer = Sealer(store).start()
+        yield
+        await run_in_threadpool(sealer.close)
 
     limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
     metrics = Metrics(store)
-    app = FastAPI(title="clinalign serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="clinalign serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.metrics = metrics
 
     @app.middleware("http")
@@ -190,7 +204,6 @@ def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, 
             )
             session.flush()
             session.expunge(interaction)
-        seal(store)
         if status != "failed":
             metrics.answered(interaction.tier, interaction.action, interaction.reasons, interaction.escalate)
             metrics.latency.observe(time.perf_counter() - served.started)
@@ -384,7 +397,6 @@ def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, 
                 flag_id = found.id
         except ClinalignError as err:
             return error(404, str(err), "invalid_request_error", "not_found", "interaction")
-        seal(store)
         return {"flag": flag_id, "interaction": body.interaction}
 
     litellm.add_routes(app, store, policy, backend.name)

@@ -43,8 +43,6 @@ class GuardrailRequest(BaseModel):
 
 
 def add_routes(app: FastAPI, store: Store, policy: Policy, backend_name: str) -> None:
-    from clinalign.audit import seal
-
     requests: OrderedDict[str, tuple[Verdict, list[str]]] = OrderedDict()
 
     @app.post("/beta/litellm_basic_guardrail_api")
@@ -82,7 +80,6 @@ def add_routes(app: FastAPI, store: Store, policy: Policy, backend_name: str) ->
                 tags={},
             )
             interaction_id = interaction.id
-        seal(store)
         metrics.answered(
             checked.verdict.tier,
             str(checked.verdict.action),

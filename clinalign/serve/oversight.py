@@ -102,16 +102,17 @@ def record(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
 ) -> Interaction:
-    """Store one interaction; every text must already be de-identified (``messages``), or be scrubbed
-    here (``answer``, ``sent``): the answer may hold PHI a model made up."""
+    """Store one interaction. ``messages`` must be de-identified already (``deidentify_messages``), and
+    ``checked`` and ``sent`` come out of the output rails, which replaced any PHI in them; ``answer``,
+    the model's own words, is scrubbed here (a model can make PHI up)."""
     interaction = Interaction(
         api_key_id=key.id,
         model=model,
         audience=key.audience,
         messages=messages,
         answer=None if answer is None else phi.scrub(answer)[0],
-        checked=None if checked is None else phi.scrub(checked)[0],
-        sent=None if sent is None else phi.scrub(sent)[0],
+        checked=checked,
+        sent=sent,
         action=str(verdict.action),
         tier=verdict.tier,
         escalate=verdict.escalate,
