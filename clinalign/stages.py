@@ -198,6 +198,15 @@ STAGES: tuple[Stage, ...] = (
         "Compare a policy with its baseline on the held-out split: safety first, then accuracy.",
     ),
     Stage(
+        "feedback",
+        "clinalign.feedback",
+        ("feedback",),
+        "configs/feedback",
+        (),
+        ("feedback_cases",),
+        "Turn clinicians' flags on served answers into cases for the next round (ingest's format).",
+    ),
+    Stage(
         "report",
         "clinalign.report",
         ("report",),

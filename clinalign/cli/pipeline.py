@@ -71,5 +71,17 @@ def _trainer(name: str):
 
 
 stage_command("curate")(_config_only("curate"))
+
+
+@stage_command("feedback")
+def feedback(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    result = run("feedback", config, set_, None)
+    found = result.metrics
+    console.print(
+        f"{found['cases']} cases from {found['flags']} flags ({found['corrected']} with a correction): "
+        f"[bold]{found['path']}[/]; next: clinalign ingest {found['path']}"
+    )
+
+
 for _name in ("train.sft", "train.reward", "train.dpo", "train.ppo", "train.grpo"):
     stage_command(_name)(_trainer(_name))

@@ -80,5 +80,5 @@ class Flag(Base):
     error_tags: Mapped[list]
     correction: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    task_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
-    """The annotation task the flag became (set by ``feedback``)."""
+    feedback_run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    """The ``feedback`` run that turned the flag into a case for the next round."""

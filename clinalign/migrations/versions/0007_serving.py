@@ -78,7 +78,7 @@ def upgrade() -> None:
         sa.Column("error_tags", sa.JSON(), nullable=False),
         sa.Column("correction", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("task_id", sa.Integer(), nullable=True),
+        sa.Column("feedback_run_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["api_key_id"],
             ["api_key.id"],
@@ -88,8 +88,8 @@ def upgrade() -> None:
             ["interaction.id"],
         ),
         sa.ForeignKeyConstraint(
-            ["task_id"],
-            ["task.id"],
+            ["feedback_run_id"],
+            ["run.id"],
         ),
         sa.ForeignKeyConstraint(
             ["user_id"],
