@@ -158,3 +158,21 @@ def axis_accuracy_plot(axis_accuracy: dict, overall: float | None) -> str:
     ax.tick_params(axis="x", rotation=30)
     ax.set_title("Reward model accuracy per axis (held out)")
     return png(fig)
+
+
+def trips_plot(trips: dict[str, dict], top: int = 15) -> str | None:
+    """Guardrail trip rates by rule (and category), with 95% intervals: the monitoring page's chart."""
+    shown = list(trips.items())[:top]
+    if not shown:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(shown) + 0.9))
+    names = [name.replace("_", " ") for name, _ in shown][::-1]
+    values = [f["value"] for _, f in shown][::-1]
+    low = [f["value"] - f["low"] for _, f in shown][::-1]
+    high = [f["high"] - f["value"] for _, f in shown][::-1]
+    ax.barh(names, values, xerr=[low, high], color="#2b6cb0", ecolor="#4a5568", capsize=2)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of served answers")
+    ax.set_title("Guardrail trips by rule")
+    return png(fig)

@@ -198,6 +198,16 @@ STAGES: tuple[Stage, ...] = (
         "Compare a policy with its baseline on the held-out split: safety first, then accuracy.",
     ),
     Stage(
+        "monitor",
+        "clinalign.monitor",
+        ("monitor",),
+        "configs/monitor",
+        ("prompt_set",),
+        ("monitor_report",),
+        "Measure safety in use over a window of served answers: trip, unsafe, escalation and override "
+        "rates, fairness gaps, and drift of incoming prompts.",
+    ),
+    Stage(
         "feedback",
         "clinalign.feedback",
         ("feedback",),

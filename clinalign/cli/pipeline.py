@@ -73,6 +73,15 @@ def _trainer(name: str):
 stage_command("curate")(_config_only("curate"))
 
 
+@stage_command("monitor")
+def monitor(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    found = run("monitor", config, set_, None).metrics
+    console.print(
+        f"{found['interactions']} interactions; unsafe rate {found['unsafe_rate']:.3f}, escalation rate "
+        f"{found['escalation_rate']:.3f}, drift: {found['drift']}; [bold]{found['path']}[/]"
+    )
+
+
 @stage_command("feedback")
 def feedback(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
     result = run("feedback", config, set_, None)

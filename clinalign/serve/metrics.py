@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from clinalign.serve import oversight
+from clinalign import monitor
 from clinalign.store import Interaction, Store
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
@@ -27,7 +27,7 @@ class _FromStore:
     def collect(self):
         with self.store.reading() as session:
             held = session.scalar(select(func.count()).where(Interaction.status == "held"))
-            rates = oversight.override_rates(session)
+            rates = monitor.override_rates(session)
         queue = GaugeMetricFamily("clinalign_review_queue_length", "Tier 2 answers waiting for a clinician.")
         queue.add_metric([], held)
         yield queue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinalign import guardrails, phi
@@ -188,7 +188,7 @@ def result(interaction: Interaction) -> dict:
     return found
 
 
-# --- flags and override rates -----------------------------------------------------------------------
+# --- flags -----------------------------------------------------------------------
 
 
 def flag(
@@ -221,27 +221,3 @@ def flag(
     actor = user.username if user else f"api_key:{key.id}" if key else "unknown"
     record_event(session, actor, "serve.flag", f"interaction:{interaction.id}", {"flag": found.id})
     return found
-
-
-def override_rates(session: Session) -> dict[int, dict]:
-    """Per tier: how often clinicians overrode the machine. Tier 2: edited or rejected among reviewed;
-    tiers 1 and 3: answers sent that a clinician flagged."""
-    rates = {}
-    for tier in (1, 2, 3):
-        if tier == 2:
-            decided = session.scalar(
-                select(func.count()).where(Interaction.tier == 2, Interaction.status.in_(DECIDED.values()))
-            )
-            overridden = session.scalar(
-                select(func.count()).where(Interaction.tier == 2, Interaction.status.in_(("edited", "rejected")))
-            )
-        else:
-            decided = session.scalar(select(func.count()).where(Interaction.tier == tier, Interaction.status == "sent"))
-            flagged = select(Flag.interaction_id).where(Flag.user_id.is_not(None))
-            overridden = session.scalar(
-                select(func.count()).where(
-                    Interaction.tier == tier, Interaction.status == "sent", Interaction.id.in_(flagged)
-                )
-            )
-        rates[tier] = {"n": decided, "overridden": overridden, "rate": overridden / decided if decided else None}
-    return rates

@@ -32,7 +32,7 @@ from clinalign.settings import Settings
 from clinalign.store import Store
 from clinalign.web import oidc
 from clinalign.web.pages import HERE, problems, render
-from clinalign.web.routes import admin, auth, campaigns, oversight, review, work
+from clinalign.web.routes import admin, auth, campaigns, monitoring, oversight, review, work
 
 log = logging.getLogger(__name__)
 MAX_BODY = 256 * 1024  # the longest form (a rewrite plus a rationale) is far below this
@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     oidc.install(app, settings)
 
-    for module in (auth, work, campaigns, review, oversight, admin):
+    for module in (auth, work, campaigns, review, oversight, monitoring, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

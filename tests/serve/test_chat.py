@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from clinalign import guardrails
+from clinalign import guardrails, monitor
 from clinalign.serve import oversight
 from clinalign.serve.backends import Answer, BackendError, LocalModel
 from clinalign.serve.chat import create_app
@@ -127,7 +127,7 @@ def test_tier_2_is_held_until_a_clinician_decides_and_the_client_polls(store, cl
     decided = http.get(review).json()
     assert decided["status"] == "edited" and decided["content"].startswith("Ask your doctor")
     with store.reading() as session:
-        assert oversight.override_rates(session)[2] == {"n": 1, "overridden": 1, "rate": 1.0}
+        assert monitor.override_rates(session)[2] == {"n": 1, "overridden": 1, "rate": 1.0}
 
 
 def test_a_client_sees_only_its_own_reviews_and_flags(store):

@@ -46,6 +46,7 @@ EXPECTED = {
     ("GET", "/oversight/{interaction_id}"): CLINICAL,
     ("POST", "/oversight/{interaction_id}/decide"): CLINICAL,
     ("POST", "/oversight/{interaction_id}/flag"): CLINICAL,
+    ("GET", "/monitor"): READERS,
     ("GET", "/admin/users"): ADMIN,
     ("POST", "/admin/users"): ADMIN,
     ("POST", "/admin/users/{user_id}/active"): ADMIN,

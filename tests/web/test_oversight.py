@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from clinalign import guardrails
+from clinalign import guardrails, monitor
 from clinalign.serve import oversight
 from clinalign.store import Flag, Interaction
 from tests.web.conftest import csrf
@@ -50,7 +50,7 @@ def test_a_clinician_edits_a_held_answer_and_the_reason_is_kept(web):
     with web.store.reading() as session:
         row = session.get(Interaction, held)
         assert (row.status, row.sent, row.review_reason) == ("edited", "Ask your GP about options.", "off-label")
-        assert oversight.override_rates(session)[2]["rate"] == 1.0
+        assert monitor.override_rates(session)[2]["rate"] == 1.0
     assert web.events("serve.review.edit")
 
 
@@ -88,7 +88,7 @@ def test_flags_on_a_sent_answer(web):
     with web.store.reading() as session:
         [found] = session.scalars(select(Flag)).all()
         assert found.error_tags == ["overconfident"] and found.interaction_id == sent
-        assert oversight.override_rates(session)[1] == {"n": 1, "overridden": 1, "rate": 1.0}
+        assert monitor.override_rates(session)[1] == {"n": 1, "overridden": 1, "rate": 1.0}
 
 
 def test_data_experts_do_not_see_served_answers(web):

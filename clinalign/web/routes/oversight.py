@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 
+from clinalign import monitor
 from clinalign.schemas import ERROR_TAGS, ClinalignError
 from clinalign.serve import oversight
 from clinalign.store import ApiKey, Flag, Interaction
@@ -27,7 +28,7 @@ def queue(request: Request, found: Visitor = Depends(clinical)):
         held = oversight.pending(session)
         recent = select(Interaction).where(Interaction.status != "held").order_by(Interaction.id.desc()).limit(30)
         sent = list(session.scalars(recent))
-        rates = oversight.override_rates(session)
+        rates = monitor.override_rates(session)
     return render(request, "oversight.html.j2", held=held, sent=sent, rates=rates)
 
 
