@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from clinalign import guardrails, stages
+from clinalign import guardrails, rewards, stages
 from clinalign.schemas import ClinalignError
 from clinalign.serve import oversight
 from clinalign.serve.backends import LocalModel
@@ -79,7 +79,8 @@ def test_the_loop_closes_from_served_answers_to_a_retrained_evaluated_model(loop
         judge = session.scalars(select(Artifact).where(Artifact.kind == "reward_model")).first()
     with store.session() as session:
         _key, secret = oversight.add_key(session, "portal", "patient", 1000, "test")
-    http = TestClient(create_app(store, LocalModel(policy.uri, "policy"), guardrails.load()))
+    scorer = rewards.Local(judge.uri)  # the loop's own reward model routes answers it is unsure of to review
+    http = TestClient(create_app(store, LocalModel(policy.uri, "policy"), guardrails.load(), scorer=scorer))
     http.headers["Authorization"] = f"Bearer {secret}"
     for question, correction in QUESTIONS:  # serve
         body = http.post(

@@ -133,6 +133,10 @@ def serve_chat(
     name: str | None = typer.Option(None, "--name", help="The model id clients ask for (default: from the model)."),
     policy: Path | None = typer.Option(None, "--policy", help="Guardrail policy YAML (default: the shipped one)."),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Default answer length, in tokens."),
+    reward_model: str | None = typer.Option(
+        None, "--reward-model", help="A reward model folder: answers its ensemble is unsure of go to review."
+    ),
+    notify_url: str | None = typer.Option(None, "--notify-url", help="Posted at once on every escalation (ids only)."),
     rate_storage: str = typer.Option(
         "memory://", "--rate-storage", help="Rate-limit counters: memory:// (one process) or redis://host:port."
     ),
@@ -161,8 +165,21 @@ def serve_chat(
 
             folder = model or str(bundled.folder())
             backend = backends.LocalModel(folder, name or (Path(model).name if model else bundled.SMOLLM2.title))
+        scorer = None
+        if reward_model is not None:
+            from clinalign import rewards
+
+            scorer = rewards.Local(reward_model)
         store = open_store(existing=False)
-        app = chat.create_app(store, backend, rules, max_tokens=max_tokens, rate_storage=rate_storage)
+        app = chat.create_app(
+            store,
+            backend,
+            rules,
+            max_tokens=max_tokens,
+            rate_storage=rate_storage,
+            scorer=scorer,
+            notify_url=notify_url,
+        )
     except ClinalignError as err:
         fail(str(err))
     console.print(

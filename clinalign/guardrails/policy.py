@@ -84,7 +84,8 @@ class Scope(_Strict):
 
 class Routing(_Strict):
     reward_spread: float = Field(0.5, gt=0)
-    """A reward-model ensemble spread (max - min) above this goes to review."""
+    """A reward-model ensemble spread (the standard deviation of the aggregate across its members)
+    above this goes to review."""
     review_dispositions: list[Disposition] = []
     review_risks: list[str] = []
 

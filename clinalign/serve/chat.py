@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -90,8 +91,8 @@ def error(status: int, message: str, kind: str, code: str, param: str | None = N
 class Served:
     """One interaction in progress: the request's verdict and what the rails let out."""
 
-    def __init__(self, key: ApiKey, body: ChatRequest, policy: Policy):
-        self.key, self.body, self.policy = key, body, policy
+    def __init__(self, key: ApiKey, body: ChatRequest, policy: Policy, scorer=None):
+        self.key, self.body, self.policy, self.scorer = key, body, policy, scorer
         self.started = time.perf_counter()
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.messages = oversight.deidentify_messages([{"role": m.role, "content": m.text()} for m in body.messages])
@@ -102,12 +103,31 @@ class Served:
         tokens = self.body.max_completion_tokens or self.body.max_tokens or default_tokens
         return Sampling(tokens, self.body.temperature, self.body.top_p)
 
-    def check(self, answer: str) -> Checked:
-        return output_parts(answer, request=self.request, policy=self.policy, audience=self.key.audience)
+    def check(self, answer: str, final: bool = True) -> Checked:
+        """The output rails; on the whole answer (``final``) with the reward-model ensemble's spread
+        when a reward model is configured, so that answers it is unsure of go to review."""
+        spread = None
+        if final and self.scorer is not None and answer.strip():
+            question = next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+            spread = self.scorer.score([question], [answer])["uncertainty"][0]
+        return output_parts(
+            answer, request=self.request, policy=self.policy, audience=self.key.audience, reward_spread=spread
+        )
 
 
-def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, rate_storage: str = "memory://"):
-    """The guarded API for ``backend`` (``backends.LocalModel`` or ``backends.Upstream``)."""
+def create_app(
+    store: Store,
+    backend,
+    policy: Policy,
+    *,
+    max_tokens: int = 256,
+    rate_storage: str = "memory://",
+    scorer=None,
+    notify_url: str | None = None,
+):
+    """The guarded API for ``backend`` (``backends.LocalModel`` or ``backends.Upstream``). ``scorer`` (a
+    ``rewards.Local``) routes answers the reward-model ensemble disagrees on to review; ``notify_url``
+    hears of every escalation (tier 3) at once: ``{"interaction", "disposition", "categories"}``, no text."""
     from contextlib import asynccontextmanager
 
     from limits import RateLimitItemPerMinute
@@ -207,7 +227,28 @@ def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, 
         if status != "failed":
             metrics.answered(interaction.tier, interaction.action, interaction.reasons, interaction.escalate)
             metrics.latency.observe(time.perf_counter() - served.started)
+            if interaction.escalate and notify_url:
+                notify(interaction)
         return interaction
+
+    def notify(interaction: Interaction) -> None:
+        """Tell the on-call clinicians' system of an escalation, off the request (ids and categories only)."""
+        payload = {
+            "interaction": interaction.id,
+            "disposition": interaction.disposition,
+            "categories": sorted({r.get("category", "") for r in interaction.reasons if r["rule"] == "red_flag"}),
+        }
+
+        def post() -> None:
+            import httpx
+
+            try:
+                httpx.post(notify_url, json=payload, timeout=10).raise_for_status()
+            except httpx.HTTPError as err:  # the escalation is on the oversight page and in the audit trail
+                log.warning("escalation notice for interaction %s failed (%s)", interaction.id, type(err).__name__)
+                metrics.errors.labels("notify").inc()
+
+        threading.Thread(target=post, daemon=True).start()
 
     def completion(served: Served, content: str, interaction: Interaction, finish: str) -> dict:
         return {
@@ -272,7 +313,7 @@ def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, 
             )
         with metrics.rail_seconds.labels("input").time():
             try:
-                served = Served(request.state.key, body, policy)
+                served = Served(request.state.key, body, policy, scorer)
             except Exception as err:  # fail closed: no model call on an unchecked request
                 log.error("input rails failed (%s)", type(err).__name__)
                 metrics.errors.labels("rails").inc()
@@ -334,10 +375,10 @@ def create_app(store: Store, backend, policy: Policy, *, max_tokens: int = 256, 
             for piece in backend.stream(served.messages, served.sampling(max_tokens)):
                 raw += piece
                 ends = [m.end() for m in _SENTENCE_END.finditer(raw, checked_upto)]
-                if held or not ends:
+                if held or not ends or scorer is not None:  # the ensemble judges whole answers only
                     continue
                 checked_upto = ends[-1]
-                checked = served.check(raw[:checked_upto])
+                checked = served.check(raw[:checked_upto], final=False)
                 if checked.verdict.tier == 2 or not checked.body.startswith(body_out):
                     held = True
                     yield release(("\n\n" if released else "") + policy.texts.held)

@@ -7,6 +7,7 @@ that each rail and tier is exercised on purpose); ``test_a_real_local_model`` ru
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -280,3 +281,52 @@ def test_a_real_local_model(store, tiny_model):
     ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]" and len(interactions(store)) == 2
+
+
+class Unsure:
+    """A reward-model ensemble stand-in whose spread is set by the test."""
+
+    def __init__(self, spread: float):
+        self.spread = spread
+
+    def score(self, prompts, answers):
+        return {"aggregate": [0.0] * len(answers), "uncertainty": [self.spread] * len(answers), "axes": {}}
+
+
+@pytest.mark.parametrize(("spread", "status"), [(0.9, 202), (0.1, 200)])
+def test_answers_the_reward_ensemble_is_unsure_of_go_to_review(store, spread, status):
+    with store.session() as session:
+        _key, secret = oversight.add_key(session, "k", "patient", 100, "test")
+    http = TestClient(create_app(store, Scripted("Lentils."), guardrails.load(), scorer=Unsure(spread)))
+    http.headers["Authorization"] = f"Bearer {secret}"
+    response = ask(http, "What foods are high in iron?")
+    assert response.status_code == status
+    if status == 202:
+        assert "reward models disagree" in json.dumps(interactions(store)[0].reasons)
+
+
+def test_escalations_are_notified_at_once_without_text(store):
+    from fastapi import FastAPI
+
+    from tests.live_server import serving
+
+    heard: list[dict] = []
+    pager = FastAPI()
+
+    @pager.post("/page")
+    def page(body: dict) -> dict:
+        heard.append(body)
+        return {}
+
+    with serving(pager) as url:
+        with store.session() as session:
+            _key, secret = oversight.add_key(session, "k", "patient", 100, "test")
+        app = create_app(store, Scripted("Rest."), guardrails.load(), notify_url=f"{url}/page")
+        http = TestClient(app)
+        http.headers["Authorization"] = f"Bearer {secret}"
+        ask(http, "My name is Ann Lee and my dad's face is drooping and his speech is slurred")
+        ask(http, "What foods are high in iron?")
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert heard == [{"interaction": 1, "disposition": "emergency", "categories": ["stroke"]}]
