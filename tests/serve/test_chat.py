@@ -85,6 +85,8 @@ def test_phi_never_reaches_the_model_or_the_store(store):
     assert "4433221" not in seen and "555-201-3344" not in seen and "John Smith" not in seen
     stored = json.dumps([r.messages for r in interactions(store)])
     assert "4433221" not in stored and "[MRN]" in stored
+    metrics = http.get("/metrics").text
+    assert "4433221" not in metrics and "Smith" not in metrics
 
 
 def test_an_emergency_escalates_at_once_with_emergency_guidance(store):

@@ -33,3 +33,19 @@ def test_keys_add_list_revoke(tmp_path, monkeypatch):
     with store.reading() as session:
         assert oversight.key_for(session, secret) is None
     assert runner.invoke(app, ["keys", "revoke", "nobody"]).exit_code == 2
+
+
+def test_serve_refuses_bad_options_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLINALIGN_DATA_DIR", str(tmp_path / "data"))
+    both = runner.invoke(app, ["serve", "--model", str(tmp_path), "--upstream", "http://x/v1"])
+    assert both.exit_code == 2 and "not both" in both.output
+    nameless = runner.invoke(app, ["serve", "--upstream", "http://127.0.0.1:9/v1"])
+    assert nameless.exit_code == 2 and "--upstream-model" in nameless.output
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("name: x\n")
+    policy = runner.invoke(
+        app, ["serve", "--upstream", "http://127.0.0.1:9/v1", "--upstream-model", "m", "--policy", str(bad)]
+    )
+    assert policy.exit_code == 2 and "guardrail policy" in policy.output and "Traceback" not in policy.output
+    missing = runner.invoke(app, ["serve", "--model", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "model not found" in missing.output
