@@ -143,8 +143,10 @@ def output_parts(
     policy: Policy | None = None,
     audience: str = "patient",
     reward_spread: float | None = None,
+    disclaimer: bool = False,
 ) -> Checked:
-    """The output rails on ``answer`` (see ``check_output``), keeping the parts apart for streaming."""
+    """The output rails on ``answer`` (see ``check_output``), keeping the parts apart for streaming;
+    with ``disclaimer``, the audience's disclaimer is the last note (what a served answer ends with)."""
     policy = policy or policies.load()
     request = request or Verdict(policy=policy.id)
     if request.action is Action.BLOCK:  # the model's answer to a harmful request is never sent
@@ -187,6 +189,8 @@ def output_parts(
     if reward_spread is not None and reward_spread > policy.routing.reward_spread:
         detail = f"reward models disagree (spread {reward_spread:.2f} > {policy.routing.reward_spread})"
         parts.append(Verdict(Action.REVIEW, reasons=(Reason("uncertainty", Action.REVIEW, "reward_spread", detail),)))
+    if disclaimer and audience in policy.texts.disclaimers:
+        notes.append(policy.texts.disclaimers[audience])
     return Checked(combine(*parts), header, text, tuple(notes))
 
 

@@ -111,7 +111,12 @@ class Served:
             question = next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
             spread = self.scorer.score([question], [answer])["uncertainty"][0]
         return output_parts(
-            answer, request=self.request, policy=self.policy, audience=self.key.audience, reward_spread=spread
+            answer,
+            request=self.request,
+            policy=self.policy,
+            audience=self.key.audience,
+            reward_spread=spread,
+            disclaimer=True,
         )
 
 

@@ -64,7 +64,7 @@ def add_routes(app: FastAPI, store: Store, policy: Policy, backend_name: str) ->
 
         verdict, asked = requests.pop(body.litellm_call_id, (Verdict(policy=policy.id), []))
         answer = "\n\n".join(body.texts)
-        checked = output_parts(answer, request=verdict, policy=policy, audience=key.audience)
+        checked = output_parts(answer, request=verdict, policy=policy, audience=key.audience, disclaimer=True)
         held = checked.verdict.tier == 2
         with store.session() as session:
             interaction = oversight.record(

@@ -72,6 +72,7 @@ def test_models_and_a_plain_answer(store):
     body = ask(http, "What foods are high in iron?").json()
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"].startswith("Lentils")
+    assert body["choices"][0]["message"]["content"].endswith(guardrails.load().texts.disclaimers["patient"])
     assert body["clinalign"]["tier"] == 1 and body["clinalign"]["action"] == "allow"
     [row] = interactions(store)
     assert (row.status, row.tier, row.sent) == ("sent", 1, body["choices"][0]["message"]["content"])
