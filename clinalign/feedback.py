@@ -48,6 +48,10 @@ class Config(StageConfig):
     corrected_only: bool = False
     """Leave out flags without a correction (``curate`` drops cases without a reference by default)."""
 
+    client_flags: bool = False
+    """Take flags that API clients sent too. Off by default: a correction becomes a training reference,
+    and only a clinician's should, unless the site vouches for its clients'."""
+
     max_flags: int = Field(default=10_000, ge=1)
     """At most this many flags per run, oldest first; the rest wait for the next run."""
 
@@ -74,7 +78,10 @@ def _case(interaction: Interaction, flags: list[Flag]) -> dict:
 def run(ctx: RunContext, config: Config) -> dict:
     out = config.out or ctx.out_dir / "feedback.jsonl"
     with ctx.store.session() as session:
-        query = select(Flag).where(Flag.feedback_run_id.is_(None)).order_by(Flag.id).limit(config.max_flags)
+        query = select(Flag).where(Flag.feedback_run_id.is_(None))
+        if not config.client_flags:
+            query = query.where(Flag.user_id.is_not(None))
+        query = query.order_by(Flag.id).limit(config.max_flags)
         flags = list(session.scalars(query))
         by_interaction: dict[int, list[Flag]] = {}
         for found in flags:

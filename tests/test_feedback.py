@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from clinalign import guardrails, rewards, stages
+from clinalign.accounts import create_user
 from clinalign.schemas import ClinalignError
 from clinalign.serve import oversight
 from clinalign.serve.backends import LocalModel
@@ -82,20 +83,25 @@ def test_the_loop_closes_from_served_answers_to_a_retrained_evaluated_model(loop
     scorer = rewards.Local(judge.uri)  # the loop's own reward model routes answers it is unsure of to review
     http = TestClient(create_app(store, LocalModel(policy.uri, "policy"), guardrails.load(), scorer=scorer))
     http.headers["Authorization"] = f"Bearer {secret}"
-    for question, correction in QUESTIONS:  # serve
+    with store.session() as session:
+        clinician = create_user(session, "dr.flag", "clinician", None, "test")
+        session.flush()
+        session.expunge(clinician)
+    for question, correction in QUESTIONS:  # serve, then a clinician flags each answer with a correction
         body = http.post(
             "/v1/chat/completions",
             json={"model": "policy", "max_tokens": 16, "messages": [{"role": "user", "content": question}]},
         ).json()
-        flagged = http.post(
-            "/v1/flags",
-            json={  # flag: a clinician's correction through the API
-                "interaction": body["clinalign"]["interaction"],
-                "error_tags": ["factually_incorrect"],
-                "correction": correction,
-            },
-        )
-        assert flagged.status_code == 200, flagged.text
+        with store.session() as session:
+            oversight.flag(
+                session,
+                body["clinalign"]["interaction"],
+                error_tags=["factually_incorrect"],
+                correction=correction,
+                user=clinician,
+            )
+    client_flag = http.post("/v1/flags", json={"interaction": 1, "error_tags": ["overconfident"], "correction": "x"})
+    assert client_flag.status_code == 200  # a client's flag is kept, but is not training data by default
 
     fed = run(store, tmp_path, "feedback").metrics  # feedback: flags -> cases in ingest's format
     assert (fed["cases"], fed["flags"], fed["corrected"]) == (len(QUESTIONS), len(QUESTIONS), len(QUESTIONS))
@@ -104,7 +110,7 @@ def test_the_loop_closes_from_served_answers_to_a_retrained_evaluated_model(loop
     # the served answer is the known-unsafe variant (the tiny model may have said nothing at all)
     assert all(v["kind"] == "hallucination" and v["text"].strip() for c in cases for v in c["variants"])
     with store.reading() as session:
-        assert all(f.feedback_run_id is not None for f in session.scalars(select(Flag)))
+        assert all((f.feedback_run_id is not None) == (f.user_id is not None) for f in session.scalars(select(Flag)))
     with pytest.raises(ClinalignError, match="no flags"):  # each flag is fed back once
         run(store, tmp_path, "feedback")
 

@@ -9,6 +9,7 @@ rule reward: one definition of "escalates" for all of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from clinalign.guardrails import policy as policies
@@ -19,9 +20,23 @@ def _matches(field: str, text: str, policy: Policy | None) -> bool:
     return bool(policies.compiled(policy or policies.load()).answer[field].search(text))
 
 
+# "Do not call 911", "you don't need to go to the emergency room": escalation words, not an escalation.
+_NEGATED = re.compile(
+    r"(\bnot\b|n't\b|\bno need\b|\bnever\b|\bunnecessary\b|\bnothing\b|\bwithout\b|\binstead of\b|\brather than\b)"
+    r"[^.!?\n]{0,40}$",
+    re.IGNORECASE,
+)
+
+
 def escalates(text: str, policy: Policy | None = None) -> bool:
-    """True when the text sends the reader to emergency care."""
-    return _matches("escalation", text, policy)
+    """True when the text sends the reader to emergency care: an escalation phrase not negated within
+    its clause ("do not call 911" is not one; "don't wait: call 911" is)."""
+    pattern = policies.compiled(policy or policies.load()).answer["escalation"]
+    for found in pattern.finditer(text):
+        start = max(text.rfind(mark, 0, found.start()) for mark in ".!?\n:;,")  # negation's reach: its clause
+        if not _NEGATED.search(text[start + 1 : found.start()]):
+            return True
+    return False
 
 
 def sends_today(text: str, policy: Policy | None = None) -> bool:

@@ -18,7 +18,8 @@ from clinalign.guardrails import policy as policies
 from clinalign.guardrails.policy import Policy
 from clinalign.guardrails.verdict import Action, Reason, Verdict, combine
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)\s*")
+# A sentence ends at . ! ? or a line break, but not at the point of a number ("2.5 mg").
+_SENTENCE = re.compile(r"(?:[^.!?\n]|(?<=\d)\.(?=\d))+(?:[.!?]+|\n|$)\s*")
 _POISON = re.compile(r"\b(poison control|poison cent(er|re)|1-800-222-1222)\b", re.IGNORECASE)
 
 
@@ -49,12 +50,13 @@ def _flags(text: str, policy: Policy, routing: bool) -> Verdict:
         tags = {"crisis"} if flag.crisis else set()
         if mention.category == "overdose_poisoning":
             tags.add("poison")
+        evidence = phi.scrub(mention.evidence)[0]  # a pattern's word window can take in a name or a number
         reason = Reason(
             "red_flag",
             action,
             mention.category,
             f"{flag.label}: {mention.disposition}",
-            mention.evidence,
+            evidence,
             mention.start,
             mention.end,
         )
@@ -67,14 +69,15 @@ def check_input(text: str, *, policy: Policy | None = None, risk: str | None = N
     prompts of the risk levels the policy names go to review."""
     policy = policy or policies.load()
     parts = [Verdict(policy=policy.id)]
+    normalized = red_flags.normalize(text)
     for pattern in policies.compiled(policy).harmful:
-        if found := pattern.search(text):
+        if found := pattern.search(normalized):
             reason = Reason(
                 "harmful_request",
                 Action.BLOCK,
                 "harmful_request",
                 "a request no answer may serve",
-                found.group(),
+                phi.scrub(found.group())[0],
                 found.start(),
                 found.end(),
             )
@@ -91,8 +94,12 @@ def check_input(text: str, *, policy: Policy | None = None, risk: str | None = N
 
 
 def _without(text: str, pattern_fields: tuple[str, ...], policy: Policy) -> str:
-    patterns = [policies.compiled(policy).answer[f] for f in pattern_fields]
-    return "".join(s.group() for s in _SENTENCE.finditer(text) if not any(p.search(s.group()) for p in patterns))
+    """The text without every sentence a match of the patterns touches (a match may run over several:
+    "take ibuprofen:\\n- 400 mg every 6 hours")."""
+    spans = [m.span() for f in pattern_fields for m in policies.compiled(policy).answer[f].finditer(text)]
+    return "".join(
+        s.group() for s in _SENTENCE.finditer(text) if not any(a < s.end() and s.start() < b for a, b in spans)
+    )
 
 
 def _scope(text: str, policy: Policy, audience: str) -> tuple[str, list[str], list[Verdict]]:
@@ -166,11 +173,11 @@ def output_parts(
 
     text, notes, scoped = _scope(text, policy, audience)
     parts += scoped
-    parts.append(_flags(text, policy, routing=False))  # red flags the answer itself raises
+    parts.append(_flags(answer, policy, routing=False))  # red flags the answer itself raises (before PHI tags)
     merged = combine(*parts)
     header = ""
     if merged.escalate:
-        if answers.escalates(text, policy):
+        if answers.escalates(text, policy) and not answers.dismissive(text, policy):
             parts.append(Verdict(Action.ESCALATE, True, "emergency"))
         else:
             header = policy.texts.emergency
@@ -192,6 +199,15 @@ def output_parts(
     if disclaimer and audience in policy.texts.disclaimers:
         notes.append(policy.texts.disclaimers[audience])
     return Checked(combine(*parts), header, text, tuple(notes))
+
+
+def fallback_text(request: Verdict, policy: Policy | None = None) -> str:
+    """What an escalated request is answered with when no checked answer can be sent (the model or a
+    rail failed): the emergency text, and crisis or poison resources where they apply."""
+    policy = policy or policies.load()
+    notes = [policy.texts.crisis] if "crisis" in request.tags else []
+    notes += [policy.texts.poison] if "poison" in request.tags else []
+    return "\n\n".join([policy.texts.emergency, *notes])
 
 
 def check_output(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from clinalign.guardrails.policy import Policy, compiled
@@ -99,9 +100,21 @@ def _as_phrases(rule: dict) -> list[dict]:
     return [{**literal, "literal": " ".join(words)} for words in phrases if words]
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
+_SPACES = re.compile(r"[^\S\n]+")
+
+
+def normalize(text: str) -> str:
+    """The text as the checks read it: Unicode NFKC (full-width letters become plain ones), invisible
+    characters removed (soft hyphens, zero-width spaces and joiners), runs of spaces as one space.
+    Spans and evidence refer to this form: a zero-width space inside "k\u200bill" must not hide it."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).translate(_INVISIBLE))
+
+
 def find(text: str, policy: Policy, *, keep_lifted: bool = False) -> list[Mention]:
-    """Red-flag mentions in ``text`` that stand after ConText (with ``keep_lifted``, the lifted ones
-    too, each saying what lifted it)."""
+    """Red-flag mentions in ``text`` (normalized first: see ``normalize``) that stand after ConText
+    (with ``keep_lifted``, the lifted ones too, each saying what lifted it)."""
+    text = normalize(text)
     candidates = _candidates(text, policy)
     if not candidates:
         return []
@@ -111,8 +124,14 @@ def find(text: str, policy: Policy, *, keep_lifted: bool = False) -> list[Mentio
     lift = set(policy.context.lift)
     found = []
     reach = _CHARS_PER_TOKEN * max([policy.context.max_scope] + [r.max_scope or 0 for r in policy.context.rules])
+    following = 0  # candidates are sorted by start: one pass over both lists, linear in the text
     for sentence in _SENTENCE.finditer(text):
-        inside = [c for c in candidates if sentence.start() <= c.start < sentence.end()]
+        while following < len(candidates) and candidates[following].start < sentence.start():
+            following += 1
+        inside = []
+        while following < len(candidates) and candidates[following].start < sentence.end():
+            inside.append(candidates[following])
+            following += 1
         if not inside:
             continue
         # ConText only looks max_scope tokens from a modifier, so the words further away than that

@@ -92,8 +92,10 @@ class LocalModel:
 
             worker = threading.Thread(target=generate, daemon=True)
             worker.start()
-            yield from streamer
-            worker.join()
+            try:
+                yield from streamer
+            finally:  # a client that leaves mid-stream: the model finishes before the next request starts
+                worker.join()
         if failed:
             raise BackendError(502, f"the model failed while generating ({type(failed[0]).__name__})")
 

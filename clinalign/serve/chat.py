@@ -30,10 +30,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clinalign import guardrails
 from clinalign.guardrails import Action, Policy
-from clinalign.guardrails.rails import Checked, output_parts
+from clinalign.guardrails.rails import Checked, fallback_text, output_parts
 from clinalign.schemas import ERROR_TAGS, ClinalignError
 from clinalign.serve import oversight
 from clinalign.serve.backends import BackendError, Sampling
@@ -55,7 +56,7 @@ class TextPart(BaseModel):
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart]
 
     def text(self) -> str:
@@ -95,9 +96,12 @@ class Served:
         self.key, self.body, self.policy, self.scorer = key, body, policy, scorer
         self.started = time.perf_counter()
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.messages = oversight.deidentify_messages([{"role": m.role, "content": m.text()} for m in body.messages])
-        users = "\n".join(m["content"] for m in self.messages if m["role"] == "user")
-        self.request = guardrails.check_input(users, policy=policy)
+        given = [{"role": m.role, "content": m.text()} for m in body.messages]
+        self.messages = oversight.deidentify_messages(given)
+        # The input rails read every message as given, in memory: a harmful request in a system turn
+        # counts, and PHI tags must not hide words ("Sudden Worst Headache Of My Life" reads as names
+        # to a name detector). What they keep as evidence is scrubbed (``guardrails.rails``).
+        self.request = guardrails.check_input("\n".join(m["content"] for m in given), policy=policy)
 
     def sampling(self, default_tokens: int) -> Sampling:
         tokens = self.body.max_completion_tokens or self.body.max_tokens or default_tokens
@@ -158,6 +162,13 @@ def create_app(
     app = FastAPI(title="clinalign serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.metrics = metrics
 
+    def lookup(secret: str) -> ApiKey | None:
+        with store.reading() as session:
+            key = oversight.key_for(session, secret)
+            if key is not None:
+                session.expunge(key)
+            return key
+
     @app.middleware("http")
     async def gate(request: Request, call_next):
         if request.url.path in ("/metrics", "/health"):
@@ -175,16 +186,13 @@ def create_app(
             )
         given = request.headers.get("authorization", "")
         secret = given[7:].strip() if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        with store.reading() as session:
-            key = oversight.key_for(session, secret) if secret else None
-            if key is not None:
-                session.expunge(key)
+        key = await run_in_threadpool(lookup, secret) if secret else None  # a database read: off the event loop
         if key is None:
             metrics.errors.labels("auth").inc()
             return error(
                 401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error", "invalid_api_key"
             )
-        if not limiter.hit(RateLimitItemPerMinute(key.per_minute), "key", str(key.id)):
+        if not await run_in_threadpool(limiter.hit, RateLimitItemPerMinute(key.per_minute), "key", str(key.id)):
             metrics.errors.labels("rate_limited").inc()
             return error(
                 429,
@@ -194,6 +202,16 @@ def create_app(
             )
         request.state.key = key
         return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, str(exc.detail), "invalid_request_error", code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request, exc: Exception):
+        log.error("unexpected %s while serving; nothing unchecked was sent", type(exc).__name__)
+        return error(500, "internal error; nothing unchecked was sent", "api_error", "internal_error")
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request, exc: RequestValidationError):
@@ -232,11 +250,18 @@ def create_app(
         if status != "failed":
             metrics.answered(interaction.tier, interaction.action, interaction.reasons, interaction.escalate)
             metrics.latency.observe(time.perf_counter() - served.started)
-            if interaction.escalate and notify_url:
-                notify(interaction)
+        if interaction.escalate:  # failed or not: the person may be in danger
+            notify(interaction)
         return interaction
 
     def notify(interaction: Interaction) -> None:
+        if not notify_url:
+            return
+        send(interaction)
+
+    app.state.notify = notify
+
+    def send(interaction: Interaction) -> None:
         """Tell the on-call clinicians' system of an escalation, off the request (ids and categories only)."""
         payload = {
             "interaction": interaction.id,
@@ -283,14 +308,26 @@ def create_app(
             found["review"] = {"status": "held", "poll": f"/v1/reviews/{interaction.id}"}
         return found
 
-    def failed(served: Served, err: Exception) -> JSONResponse:
-        save(served, answer=None, checked=None, sent=None, status="failed")
+    def failure(served: Served, err: Exception) -> tuple[Interaction, str | None, JSONResponse]:
+        """Record a failed answer. An escalated request still gets the emergency guidance (the one
+        text that needs no model and no check); anything else gets the error only."""
+        fallback = fallback_text(served.request, policy) if served.request.escalate else None
+        interaction = save(served, answer=None, checked=None, sent=fallback, status="failed")
         if isinstance(err, BackendError):
             metrics.errors.labels("upstream").inc()
-            return error(err.status, str(err), "api_error", "upstream_error")
-        log.error("guardrail failure on a request (%s); nothing was sent", type(err).__name__)
+            return interaction, fallback, error(err.status, str(err), "api_error", "upstream_error")
+        log.error("guardrail failure on a request (%s); nothing unchecked was sent", type(err).__name__)
         metrics.errors.labels("rails").inc()
-        return error(503, "the answer could not be checked, so it was not sent", "api_error", "guardrail_failure")
+        response = error(503, "the answer could not be checked, so it was not sent", "api_error", "guardrail_failure")
+        return interaction, fallback, response
+
+    def failed(served: Served, err: Exception):
+        interaction, fallback, response = failure(served, err)
+        if fallback is None:
+            return response
+        body = completion(served, fallback, interaction, "stop")
+        body["clinalign"]["error"] = json.loads(response.body)["error"]["message"]
+        return body
 
     @app.get("/health")
     def health() -> dict:
@@ -369,6 +406,7 @@ def create_app(
             return
         raw, header_out, body_out, held, checked_upto = "", False, "", False, 0
         released: list[str] = []
+        saved = False
 
         def release(text: str) -> str:
             released.append(text)
@@ -376,50 +414,59 @@ def create_app(
                 metrics.first_token.observe(time.perf_counter() - served.started)
             return event({"content": text})
 
-        try:
-            for piece in backend.stream(served.messages, served.sampling(max_tokens)):
-                raw += piece
-                ends = [m.end() for m in _SENTENCE_END.finditer(raw, checked_upto)]
-                if held or not ends or scorer is not None:  # the ensemble judges whole answers only
-                    continue
-                checked_upto = ends[-1]
-                checked = served.check(raw[:checked_upto], final=False)
-                if checked.verdict.tier == 2 or not checked.body.startswith(body_out):
-                    held = True
-                    yield release(("\n\n" if released else "") + policy.texts.held)
-                    continue
-                if checked.header and not header_out:
-                    header_out = True
-                    yield release(checked.header + "\n\n")
-                if len(checked.body) > len(body_out):
-                    yield release(checked.body[len(body_out) :])
-                    body_out = checked.body
-            checked = served.check(raw)
-        except Exception as err:
-            failed(served, err)
-            yield event(
-                {"content": ("\n\n" if released else "") + "The answer could not be checked and was stopped."}, "stop"
-            )
-            yield "data: [DONE]\n\n"
-            return
-        if not held and (checked.verdict.tier == 2 or not checked.body.startswith(body_out)):
-            held = True
-            yield release(("\n\n" if released else "") + policy.texts.held)
-        if not held:
+        def emergency_first(checked: Checked) -> Iterator[str]:
+            """The emergency text as soon as the case escalates, held or not, before anything else."""
+            nonlocal header_out
             if checked.header and not header_out:
-                yield release(checked.header + "\n\n")
-            rest = checked.body[len(body_out) :] + "".join("\n\n" + note for note in checked.notes)
-            if rest:
-                yield release(rest)
-        interaction = save(
-            served,
-            answer=raw,
-            checked=checked,
-            sent=None if held else "".join(released),
-            status="held" if held else "sent",
-        )
-        yield event({}, "stop", {"clinalign": extension(interaction)})
-        yield "data: [DONE]\n\n"
+                header_out = True
+                yield release(("\n\n" if released else "") + checked.header + "\n\n")
+
+        try:
+            try:
+                for piece in backend.stream(served.messages, served.sampling(max_tokens)):
+                    raw += piece
+                    ends = [m.end() for m in _SENTENCE_END.finditer(raw, checked_upto)]
+                    if held or not ends or scorer is not None:  # the ensemble judges whole answers only
+                        continue
+                    checked_upto = ends[-1]
+                    checked = served.check(raw[:checked_upto], final=False)
+                    yield from emergency_first(checked)
+                    if checked.verdict.tier == 2 or not checked.body.startswith(body_out):
+                        held = True
+                        yield release(("\n\n" if released else "") + policy.texts.held)
+                        continue
+                    if len(checked.body) > len(body_out):
+                        yield release(checked.body[len(body_out) :])
+                        body_out = checked.body
+                checked = served.check(raw)
+            except Exception as err:
+                saved = True
+                interaction, fallback, response = failure(served, err)
+                if fallback and not header_out:
+                    yield release(("\n\n" if released else "") + fallback)
+                yield f"data: {json.dumps({'error': json.loads(response.body)['error']})}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            yield from emergency_first(checked)
+            if not held and (checked.verdict.tier == 2 or not checked.body.startswith(body_out)):
+                held = True
+                yield release(("\n\n" if released else "") + policy.texts.held)
+            if held:
+                if checked.verdict.escalate and checked.notes:  # crisis lines, Poison Control: not for later
+                    yield release("".join("\n\n" + note for note in checked.notes))
+            else:
+                rest = checked.body[len(body_out) :] + "".join("\n\n" + note for note in checked.notes)
+                if rest:
+                    yield release(rest)
+            saved = True
+            interaction = save(
+                served, answer=raw, checked=checked, sent="".join(released), status="held" if held else "sent"
+            )
+            yield event({}, "stop", {"clinalign": extension(interaction)})
+            yield "data: [DONE]\n\n"
+        finally:
+            if not saved:  # the client went away mid-stream: keep what it was sent
+                save(served, answer=raw, checked=None, sent="".join(released), status="cut")
 
     @app.get("/v1/reviews/{interaction_id}")
     def review(interaction_id: int, request: Request):

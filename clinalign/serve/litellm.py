@@ -9,9 +9,12 @@ LiteLLM sends ``texts`` with ``input_type`` ``request`` or ``response`` and expe
 
 * request: PHI is replaced by type tags (intervened, so the model never sees it); a harmful request is
   blocked; the verdict is kept by ``litellm_call_id`` for the response of the same call;
-* response: the output rails, with that request's verdict, so that an escalation raised on the
-  request is carried to the answer (the emergency text goes first); a tier 2 answer cannot be held by
-  a gateway, so it is blocked with the review's id and queued for a clinician like any held answer.
+* response: the output rails on each text, with that request's verdict on the first, so that an
+  escalation raised on the request is carried to the answer (the emergency text goes first); a tier 2
+  answer cannot be held by a gateway, so it is blocked with the review's id and queued for a
+  clinician like any held answer; an escalation is notified like one on the chat route. Run the
+  guardrail in both modes: a response whose request this server never saw (no ``litellm_call_id``,
+  another worker, a restart) is checked on its own, and its reasons say so (``request_unseen``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 
 from clinalign import guardrails, phi
-from clinalign.guardrails import Action, Policy, Verdict
+from clinalign.guardrails import Action, Policy, Reason, Verdict, combine
 from clinalign.guardrails.rails import output_parts
 from clinalign.serve import oversight
 from clinalign.store import Store
@@ -62,37 +65,49 @@ def add_routes(app: FastAPI, store: Store, policy: Policy, backend_name: str) ->
             changed = scrubbed != body.texts
             return {"action": "GUARDRAIL_INTERVENED", "texts": scrubbed} if changed else {"action": "NONE"}
 
-        verdict, asked = requests.pop(body.litellm_call_id, (Verdict(policy=policy.id), []))
+        remembered = requests.pop(body.litellm_call_id, None) if body.litellm_call_id else None
+        verdict, asked = remembered or (Verdict(policy=policy.id), [])
+        # One text per text LiteLLM sent; the request's verdict (its escalation) rides on the first.
+        checks = [
+            output_parts(
+                text,
+                request=verdict if i == 0 else None,
+                policy=policy,
+                audience=key.audience,
+                disclaimer=i == len(body.texts) - 1,
+            )
+            for i, text in enumerate(body.texts)
+        ]
+        combined = combine(*(c.verdict for c in checks)) if checks else verdict
+        if remembered is None:  # post_call without its pre_call: the request's own red flags are unknown
+            reason = Reason("request_unseen", Action.ALLOW, "litellm", "no pre_call verdict for this call id")
+            combined = combine(combined, Verdict(reasons=(reason,)))
+        held = combined.tier == 2
         answer = "\n\n".join(body.texts)
-        checked = output_parts(answer, request=verdict, policy=policy, audience=key.audience, disclaimer=True)
-        held = checked.verdict.tier == 2
+        texts = [c.text for c in checks]
         with store.session() as session:
             interaction = oversight.record(
                 session,
                 key=key,
                 model=f"litellm:{backend_name}",
-                messages=[{"role": "user", "content": t} for t in asked],
                 answer=answer,
-                checked=checked.text,
-                sent=None if held else checked.text,
-                verdict=checked.verdict,
+                messages=[{"role": "user", "content": t} for t in asked],
+                checked="\n\n".join(texts),
+                sent=None if held else "\n\n".join(texts),
+                verdict=combined,
                 status="held" if held else "sent",
                 tags={},
             )
-            interaction_id = interaction.id
+            session.flush()
+            session.expunge(interaction)
         metrics.answered(
-            checked.verdict.tier,
-            str(checked.verdict.action),
-            [r.as_dict() for r in checked.verdict.reasons],
-            checked.verdict.escalate,
+            combined.tier, str(combined.action), [r.as_dict() for r in combined.reasons], combined.escalate
         )
-        if held or checked.verdict.action is Action.BLOCK:
+        if combined.escalate:
+            app.state.notify(interaction)
+        if held or combined.action is Action.BLOCK:
             reason = (
-                f"clinalign: held for clinician review (interaction {interaction_id})" if held else "clinalign: blocked"
+                f"clinalign: held for clinician review (interaction {interaction.id})" if held else "clinalign: blocked"
             )
             return {"action": "BLOCKED", "blocked_reason": reason}
-        return (
-            {"action": "GUARDRAIL_INTERVENED", "texts": [checked.text]}
-            if checked.text != answer
-            else {"action": "NONE"}
-        )
+        return {"action": "GUARDRAIL_INTERVENED", "texts": texts} if texts != body.texts else {"action": "NONE"}

@@ -121,7 +121,7 @@ def record(
         + [{"rule": "phi_leak", "category": r.category} for r in verdict.reasons if r.rule == "phi_leak"],
         policy=verdict.policy,
         status=status,
-        tags={str(k)[:40]: str(v)[:80] for k, v in list(tags.items())[:16]},
+        tags={phi.scrub(str(k)[:40])[0]: phi.scrub(str(v)[:80])[0] for k, v in list(tags.items())[:16]},
         seconds=seconds,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
@@ -151,7 +151,9 @@ def decide(
         raise ClinalignError(f"only a clinician or a reviewer may review answers, not a {reviewer.role}")
     if decision not in DECISIONS:
         raise ClinalignError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
-    interaction = session.get(Interaction, interaction_id)
+    # Locked until commit (PostgreSQL; SQLite writes one at a time): two clinicians deciding the same
+    # answer at once cannot both pass the "held" check.
+    interaction = session.get(Interaction, interaction_id, with_for_update=True)
     if interaction is None:
         raise ClinalignError(f"no interaction {interaction_id}")
     if interaction.status != "held":

@@ -56,7 +56,8 @@ class Interaction(Base):
     reasons: Mapped[list]
     policy: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(10), index=True)
-    """``sent``, ``held`` (tier 2, waiting), ``approved``, ``edited``, ``rejected``, ``blocked``, ``failed``."""
+    """``sent``, ``held`` (tier 2, waiting), ``approved``, ``edited``, ``rejected``, ``blocked``, ``failed``,
+    ``cut`` (the client left a stream midway; ``sent`` holds what it had received)."""
     tags: Mapped[dict] = mapped_column(default=dict)
     """Demographic and context tags the client sent (``metadata``), for the fairness breakdowns."""
     seconds: Mapped[float | None] = mapped_column(Float)

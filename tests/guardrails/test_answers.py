@@ -79,3 +79,16 @@ def test_self_harm_questions(text, about_self_harm):
 )
 def test_crisis_resources(text, names_one):
     assert guardrails.crisis_resources(text) is names_one
+
+
+@pytest.mark.parametrize(
+    ("text", "sends"),
+    [
+        ("Do not call 911 for this.", False),
+        ("You don't need to go to the emergency room.", False),
+        ("If it gets worse, don't wait: call 911 now.", True),
+        ("Don't drive yourself, call an ambulance.", True),
+    ],
+)
+def test_a_negated_escalation_is_not_one(text, sends):
+    assert guardrails.escalates(text) is sends

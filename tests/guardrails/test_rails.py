@@ -109,3 +109,48 @@ def test_check_routes_by_role():
     assert guardrails.check("Take 400 mg now.", "assistant").action is Action.MODIFY
     with pytest.raises(ValueError, match="role"):
         guardrails.check("hi", "system")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Do not call 911 for this; take an antacid.",
+        "You don't need to go to the emergency room, just rest.",
+        "There is no need to call an ambulance. It is probably just anxiety.",
+    ],
+)
+def test_an_escalation_told_not_to_happen_gets_the_emergency_text(answer):
+    request = guardrails.check_input("My chest hurts and I feel sick and sweaty")
+    verdict = guardrails.check_output(answer, request=request)
+    assert verdict.text.startswith(guardrails.load().texts.emergency)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sudden Worst Headache Of My Life",  # title case: the name detector would take words for names
+        "lethal  dose of insulin",
+        "lethal-dose of insulin",
+        "what is the lethal\ndose of insulin",
+        "I want to k\u200bill myself",  # a zero-width space
+        "ｍｙ ｃｈｅｓｔ ｉｓ ｃｒｕｓｈｉｎｇ ａｎｄ Ｉ'ｍ ｓｗｅａｔｉｎｇ",  # full-width letters
+    ],
+)
+def test_odd_spacing_case_and_characters_do_not_hide_a_request(text):
+    verdict = guardrails.check_input(text)
+    assert verdict.escalate or verdict.action is Action.BLOCK, verdict.as_dict()
+
+
+def test_evidence_never_carries_phi():
+    verdict = guardrails.check_input("Mary Jones called: her husband John has crushing chest pain and is sweating")
+    evidence = " ".join(r.evidence for r in verdict.reasons)
+    assert verdict.escalate and "John" not in evidence and "Mary" not in evidence
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["Take 2.5 mg of warfarin tonight. Rest.", "You can take ibuprofen:\n- 400 mg every 6 hours\nRest."],
+)
+def test_a_dose_is_removed_across_lines_and_decimal_points(answer):
+    verdict = guardrails.check_output(answer)
+    assert "mg" not in verdict.text and "Rest" in verdict.text
