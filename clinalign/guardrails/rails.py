@@ -133,6 +133,8 @@ class Checked:
     header: str
     body: str
     notes: tuple[str, ...]
+    deidentified: str = ""
+    """The answer as the model gave it, every PHI span replaced by its type: what a log may keep."""
 
     @property
     def text(self) -> str:
@@ -163,11 +165,13 @@ def output_parts(
     text = answer
 
     spans = [s for s in phi.find(text) if not _public_service(text[s.start : s.end], policy)]
+    deidentified = answer
+    for span in reversed(spans):
+        deidentified = f"{deidentified[: span.start]}[{span.type}]{deidentified[span.end :]}"
     if spans:
         action = Action[policy.phi_leak.upper()]
         if action is Action.MODIFY:
-            for span in reversed(spans):
-                text = f"{text[: span.start]}[{span.type}]{text[span.end :]}"
+            text = deidentified
         types = sorted({span.type for span in spans})
         parts.append(Verdict(action, reasons=tuple(Reason("phi_leak", action, t, "PHI in the answer") for t in types)))
 
@@ -198,7 +202,7 @@ def output_parts(
         parts.append(Verdict(Action.REVIEW, reasons=(Reason("uncertainty", Action.REVIEW, "reward_spread", detail),)))
     if disclaimer and audience in policy.texts.disclaimers:
         notes.append(policy.texts.disclaimers[audience])
-    return Checked(combine(*parts), header, text, tuple(notes))
+    return Checked(combine(*parts), header, text, tuple(notes), deidentified)
 
 
 def fallback_text(request: Verdict, policy: Policy | None = None) -> str:

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clinalign import guardrails
+from clinalign import guardrails, phi
 from clinalign.guardrails import Action, Policy
 from clinalign.guardrails.rails import Checked, fallback_text, output_parts
 from clinalign.schemas import ERROR_TAGS, ClinalignError
@@ -133,10 +133,13 @@ def create_app(
     rate_storage: str = "memory://",
     scorer=None,
     notify_url: str | None = None,
+    key_ttl: float = 2.0,
 ):
     """The guarded API for ``backend`` (``backends.LocalModel`` or ``backends.Upstream``). ``scorer`` (a
     ``rewards.Local``) routes answers the reward-model ensemble disagrees on to review; ``notify_url``
-    hears of every escalation (tier 3) at once: ``{"interaction", "disposition", "categories"}``, no text."""
+    hears of every escalation (tier 3) at once: ``{"interaction", "disposition", "categories"}``, no text.
+    A key is looked up in the store at most every ``key_ttl`` seconds (a revoked key is refused within
+    that time)."""
     from contextlib import asynccontextmanager
 
     from limits import RateLimitItemPerMinute
@@ -162,12 +165,21 @@ def create_app(
     app = FastAPI(title="clinalign serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.metrics = metrics
 
+    known: dict[str, tuple[ApiKey | None, float]] = {}
+
     def lookup(secret: str) -> ApiKey | None:
+        digest = oversight.digest(secret)
+        cached = known.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         with store.reading() as session:
             key = oversight.key_for(session, secret)
             if key is not None:
                 session.expunge(key)
-            return key
+        if len(known) > 10_000:  # wrong keys are cached too; a flood of them must not grow this forever
+            known.clear()
+        known[digest] = (key, time.monotonic() + key_ttl)
+        return key
 
     @app.middleware("http")
     async def gate(request: Request, call_next):
@@ -186,7 +198,7 @@ def create_app(
             )
         given = request.headers.get("authorization", "")
         secret = given[7:].strip() if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        key = await run_in_threadpool(lookup, secret) if secret else None  # a database read: off the event loop
+        key = await run_in_threadpool(lookup, secret) if secret else None  # may read the store: off the event loop
         if key is None:
             metrics.errors.labels("auth").inc()
             return error(
@@ -235,7 +247,7 @@ def create_app(
                 key=served.key,
                 model=backend.name,
                 messages=served.messages,
-                answer=answer,
+                answer=(checked.deidentified or None) if checked is not None else answer,
                 checked=None if checked is None else checked.text,
                 sent=sent,
                 verdict=verdict,
@@ -466,7 +478,7 @@ def create_app(
             yield "data: [DONE]\n\n"
         finally:
             if not saved:  # the client went away mid-stream: keep what it was sent
-                save(served, answer=raw, checked=None, sent="".join(released), status="cut")
+                save(served, answer=phi.scrub(raw)[0], checked=None, sent="".join(released), status="cut")
 
     @app.get("/v1/reviews/{interaction_id}")
     def review(interaction_id: int, request: Request):

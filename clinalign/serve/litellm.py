@@ -83,7 +83,7 @@ def add_routes(app: FastAPI, store: Store, policy: Policy, backend_name: str) ->
             reason = Reason("request_unseen", Action.ALLOW, "litellm", "no pre_call verdict for this call id")
             combined = combine(combined, Verdict(reasons=(reason,)))
         held = combined.tier == 2
-        answer = "\n\n".join(body.texts)
+        answer = "\n\n".join(c.deidentified for c in checks)
         texts = [c.text for c in checks]
         with store.session() as session:
             interaction = oversight.record(

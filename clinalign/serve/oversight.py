@@ -102,15 +102,16 @@ def record(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
 ) -> Interaction:
-    """Store one interaction. ``messages`` must be de-identified already (``deidentify_messages``), and
-    ``checked`` and ``sent`` come out of the output rails, which replaced any PHI in them; ``answer``,
-    the model's own words, is scrubbed here (a model can make PHI up)."""
+    """Store one interaction. Every text must be de-identified already: ``messages`` by
+    ``deidentify_messages``, ``answer`` (the model's own words: a model can make PHI up) and
+    ``checked`` by the output rails (``Checked.deidentified`` and ``Checked.text``), ``sent`` made of
+    those and of policy texts."""
     interaction = Interaction(
         api_key_id=key.id,
         model=model,
         audience=key.audience,
         messages=messages,
-        answer=None if answer is None else phi.scrub(answer)[0],
+        answer=answer,
         checked=checked,
         sent=sent,
         action=str(verdict.action),
