@@ -1,5 +1,6 @@
 """Feedback: flags on served answers become cases, and the loop runs on them end to end:
-serve -> flag -> feedback -> ingest -> ... -> annotate -> preferences -> train -> evaluate."""
+promote -> serve -> flag -> feedback -> ingest -> ... -> annotate -> preferences -> train -> evaluate
+-> promote -> serve."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from clinalign import guardrails, rewards, stages
+from clinalign import guardrails, release, rewards, stages
 from clinalign.accounts import create_user
 from clinalign.schemas import ClinalignError
 from clinalign.serve import oversight
@@ -80,8 +81,14 @@ def test_the_loop_closes_from_served_answers_to_a_retrained_evaluated_model(loop
         judge = session.scalars(select(Artifact).where(Artifact.kind == "reward_model")).first()
     with store.session() as session:
         _key, secret = oversight.add_key(session, "portal", "patient", 1000, "test")
+    # The tiny models' figures are noise, so the gate gets wide margins here; tests/test_release.py tests it.
+    wide = {"margins": dict.fromkeys(release.SAFETY, 1.0)}
+    first = run(store, tmp_path, "release", **wide).metrics  # promote: the loop's evaluated policy is v1
+    assert first == {"version": 1, "model": policy.id, "eval_report": first["eval_report"]}
     scorer = rewards.Local(judge.uri)  # the loop's own reward model routes answers it is unsure of to review
-    http = TestClient(create_app(store, LocalModel(policy.uri, "policy"), guardrails.load(), scorer=scorer))
+    with store.reading() as session:
+        served = release.current(session).meta["model_uri"]  # serve: what `clinalign serve` serves, the release
+    http = TestClient(create_app(store, LocalModel(served, "policy"), guardrails.load(), scorer=scorer))
     http.headers["Authorization"] = f"Bearer {secret}"
     with store.session() as session:
         clinician = create_user(session, "dr.flag", "clinician", None, "test")
@@ -144,3 +151,15 @@ def test_the_loop_closes_from_served_answers_to_a_retrained_evaluated_model(loop
     ]
     assert all(r.status == "succeeded" for r in runs)
     assert report.run_id == runs[-1].id and len(report.meta["models"]) >= 2
+    second = run(store, tmp_path, "release", loop=new_loop, eval_report=report.id, **wide).metrics  # promote
+    with store.reading() as session:
+        now_served = release.current(session)
+        assert now_served.meta["version"] == 2 and now_served.meta["baseline"] == policy.id
+        assert now_served.meta["model"] == second["model"] != policy.id  # the model trained on the flags
+    again = TestClient(create_app(store, LocalModel(now_served.meta["model_uri"], "v2"), guardrails.load()))
+    again.headers["Authorization"] = http.headers["Authorization"]
+    answer = again.post(
+        "/v1/chat/completions",
+        json={"model": "v2", "max_tokens": 8, "messages": [{"role": "user", "content": QUESTIONS[0][0]}]},
+    )
+    assert answer.status_code in (200, 202) and "clinalign" in answer.json()  # and back to serving

@@ -73,6 +73,23 @@ def _trainer(name: str):
 stage_command("curate")(_config_only("curate"))
 
 
+@stage_command("release")
+def promote(
+    eval_report: int | None = typer.Option(None, "--eval-report", help="The candidate's evaluation (default: newest)."),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    loop: int | None = LoopOpt,
+) -> None:
+    found = run("release", config, set_ + ([f"eval_report={eval_report}"] if eval_report else []), loop).metrics
+    console.print(f"released v{found['version']}: model {found['model']} (evaluation {found['eval_report']})")
+
+
+@stage_command("release.rollback")
+def rollback(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    found = run("release.rollback", config, set_, None).metrics
+    console.print(f"released v{found['version']}: model {found['model']} again (as v{found['restores']})")
+
+
 @stage_command("monitor")
 def monitor(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
     found = run("monitor", config, set_, None).metrics

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from clinalign.cli.base import GROUPS, console, fail, open_store, quiet_libraries
+from clinalign.cli.base import GROUPS, console, err_console, fail, open_store, quiet_libraries
 
 group = GROUPS[("reward",)]
 
@@ -125,9 +125,56 @@ def revoke_key(name: str = typer.Argument(..., help="The client's name.")) -> No
     console.print(f"revoked {name}")
 
 
+def _released(store, version: str | None) -> tuple[str, str]:
+    """(folder, default name) of a release: the current one, or ``version`` ("3" or "v3")."""
+    from clinalign import release
+
+    with store.reading() as session:
+        found = release.releases(session)
+        if not found:
+            fail(
+                "nothing is released: `clinalign promote` an evaluated model first (or, to try a model out "
+                "before it is evaluated, --unreleased FOLDER)"
+            )
+        if version is None:
+            chosen = found[-1]
+        else:
+            number = version.lstrip("v")
+            chosen = next((r for r in found if number.isdigit() and r.meta["version"] == int(number)), None)
+            if chosen is None:
+                fail(f"--model {version}: no such release (v1 to v{len(found)})")
+        return chosen.meta["model_uri"], f"clinalign-v{chosen.meta['version']}"
+
+
+@GROUPS[()].command("releases")
+def list_releases() -> None:
+    """The model registry: every release, promotion or rollback, with its model and evaluation."""
+    from clinalign import release
+
+    with open_store().reading() as session:
+        found = release.releases(session)
+        for r in found:
+            how = (
+                f"restores v{r.meta['restores']}"
+                if r.meta["action"] == "rollback"
+                else f"evaluation {r.meta['eval_report']}"
+            )
+            mark = "  <- served" if r.id == found[-1].id else ""
+            console.print(
+                f"v{r.meta['version']}\t{r.meta['action']}\tmodel {r.meta['model']}\t{how}{mark}", highlight=False
+            )
+        if not found:
+            console.print("nothing released yet (clinalign promote)")
+
+
 @GROUPS[()].command("serve")
 def serve_chat(
-    model: str | None = typer.Option(None, "--model", help="A model folder (default: the embedded SmolLM2)."),
+    model: str | None = typer.Option(None, "--model", help="A release to serve, e.g. v3 (default: the current one)."),
+    unreleased: Path | None = typer.Option(
+        None,
+        "--unreleased",
+        help="Serve a model folder that was never promoted (development only; said so in every log).",
+    ),
     upstream: str | None = typer.Option(None, "--upstream", help="An OpenAI-compatible server's URL, ending in /v1."),
     upstream_model: str | None = typer.Option(None, "--upstream-model", help="The model name the upstream serves."),
     name: str | None = typer.Option(None, "--name", help="The model id clients ask for (default: from the model)."),
@@ -143,34 +190,36 @@ def serve_chat(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, help="Port to listen on."),
 ) -> None:
-    """Serve a model behind the guardrails: OpenAI-compatible /v1/chat/completions (and streaming),
-    tiered clinician review, API keys (`clinalign keys add`), rate limits, /metrics, and LiteLLM's
-    generic guardrail API."""
+    """Serve the released model (`clinalign promote`) behind the guardrails: OpenAI-compatible
+    /v1/chat/completions (and streaming), tiered clinician review, API keys (`clinalign keys add`),
+    rate limits, /metrics, and LiteLLM's generic guardrail API. Or put the rails in front of another
+    server (--upstream), whose model is outside clinalign's registry."""
     quiet_libraries()
     from clinalign import guardrails
     from clinalign.schemas import ClinalignError
     from clinalign.serve import backends, chat
 
-    if model is not None and upstream is not None:
-        fail("give --model or --upstream, not both")
+    if sum(x is not None for x in (model, unreleased, upstream)) > 1:
+        fail("give one of --model, --unreleased and --upstream, not several")
     try:
         rules = guardrails.load(policy) if policy is not None else guardrails.load()
+        store = open_store(existing=False)
         if upstream is not None:
             if not upstream_model:
                 fail("--upstream needs --upstream-model (the model name that server serves)")
             backend = backends.Upstream(upstream, upstream_model, os.environ.get("CLINALIGN_UPSTREAM_API_KEY"))
             backend.name = name or upstream_model
+        elif unreleased is not None:
+            err_console.print("[bold yellow]warning:[/] serving a model that was never evaluated and promoted")
+            backend = backends.LocalModel(str(unreleased), name or f"unreleased-{unreleased.name}")
         else:
-            from clinalign import bundled
-
-            folder = model or str(bundled.folder())
-            backend = backends.LocalModel(folder, name or (Path(model).name if model else bundled.SMOLLM2.title))
+            folder, default_name = _released(store, model)
+            backend = backends.LocalModel(folder, name or default_name)
         scorer = None
         if reward_model is not None:
             from clinalign import rewards
 
             scorer = rewards.Local(reward_model)
-        store = open_store(existing=False)
         app = chat.create_app(
             store,
             backend,

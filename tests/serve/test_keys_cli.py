@@ -38,7 +38,7 @@ def test_keys_add_list_revoke(tmp_path, monkeypatch):
 def test_serve_refuses_bad_options_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("CLINALIGN_DATA_DIR", str(tmp_path / "data"))
     both = runner.invoke(app, ["serve", "--model", str(tmp_path), "--upstream", "http://x/v1"])
-    assert both.exit_code == 2 and "not both" in both.output
+    assert both.exit_code == 2 and "not several" in both.output
     nameless = runner.invoke(app, ["serve", "--upstream", "http://127.0.0.1:9/v1"])
     assert nameless.exit_code == 2 and "--upstream-model" in nameless.output
     bad = tmp_path / "policy.yaml"
@@ -47,5 +47,7 @@ def test_serve_refuses_bad_options_in_one_line(tmp_path, monkeypatch):
         app, ["serve", "--upstream", "http://127.0.0.1:9/v1", "--upstream-model", "m", "--policy", str(bad)]
     )
     assert policy.exit_code == 2 and "guardrail policy" in policy.output and "Traceback" not in policy.output
-    missing = runner.invoke(app, ["serve", "--model", str(tmp_path / "nothing")])
+    unreleased = runner.invoke(app, ["serve"])
+    assert unreleased.exit_code == 2 and "nothing is released" in unreleased.output
+    missing = runner.invoke(app, ["serve", "--unreleased", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "model not found" in missing.output
