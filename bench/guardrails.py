@@ -156,6 +156,7 @@ def serving(questions: list[str], answers: list[str], seconds: float, clients: i
         guarded = timed_requests(url, key, questions, len(questions))
         print(f"bare FastAPI route: {percentiles(bare)}")
         print(f"clinalign serve:    {percentiles(guarded)}")
+        print(f"slowest: bare {max(bare) * 1e3:.2f} ms, clinalign serve {max(guarded) * 1e3:.2f} ms")
         for q in (0.5, 0.99):
             b, g = sorted(bare)[int(q * (len(bare) - 1))], sorted(guarded)[int(q * (len(guarded) - 1))]
             print(f"overhead p{int(q * 100)}: {(g - b) * 1e3:.2f} ms (target p99 <= 5 ms)")
