@@ -50,6 +50,15 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage(
+        "scenarios",
+        "clinalign.scenarios",
+        ("scenarios",),
+        "configs/scenarios",
+        (),
+        ("scenario_cases",),
+        "Expand scenario templates into cases for ingest, in counterfactual groups, with the coverage matrix.",
+    ),
+    Stage(
         "ingest",
         "clinalign.ingest",
         ("ingest",),

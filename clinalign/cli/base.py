@@ -149,7 +149,7 @@ def run(name: str, config: Path | None, overrides: list[str], loop: int | None =
     from clinalign.settings import Settings
     from clinalign.stages import run_stage
 
-    store = open_store(existing=name not in ("ingest", "deidentify.file"))
+    store = open_store(existing=name not in ("ingest", "deidentify.file", "scenarios"))
     try:
         with progress.shown(err_console):
             result = run_stage(

@@ -10,6 +10,26 @@ import typer
 from clinalign.cli.base import ConfigOpt, LoopOpt, SetOpt, console, run, stage_command
 
 
+@stage_command("scenarios")
+def scenarios(
+    path: Path | None = typer.Argument(
+        None, metavar="[FILE]", help="Scenario templates (YAML); default: the bundled ones."
+    ),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    found = run("scenarios", config, set_ + ([f"path={path}"] if path else []), None).metrics
+    console.print(
+        f"{found['cases']} cases from {found['templates']} templates ({found['counterfactual_groups']} counterfactual "
+        f"groups); coverage {found['covered']}/{found['combinations']} stakeholder x specialty x risk cells"
+    )
+    for gap in found["gaps"][:12]:
+        console.print(f"  gap: {gap['stakeholder']} x {gap['specialty']} x {gap['risk']}", highlight=False)
+    if len(found["gaps"]) > 12:
+        console.print(f"  ... and {len(found['gaps']) - 12} more gaps (coverage.json)")
+    console.print(f"next: clinalign ingest {found['path']}")
+
+
 @stage_command("ingest")
 def ingest(
     path: Path = typer.Argument(..., metavar="FILE", help="JSONL, CSV or Parquet file of cases."),
