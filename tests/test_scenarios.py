@@ -115,5 +115,5 @@ def test_the_command_prints_coverage_and_gaps(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["scenarios"])
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())
-    assert "counterfactual groups" in shown and "gap: payer x cardiology x emergency" in shown
+    assert "(34 counterfactual groups); coverage 8/120" in shown and "gap: patient x cardiology x urgent" in shown
     assert "next: clinalign ingest" in shown
