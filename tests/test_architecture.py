@@ -170,7 +170,7 @@ def copy(tmp_path: Path) -> Path:
         ("novelty.py", "X = 1\n", "cannot place module 'novelty'"),
         ("curate/leak.py", "from clinalign.web.pages import render\n", "imports the shell clinalign.web.pages"),
         ("generate_more.py", "", "cannot place"),
-        ("evaluate.py", "from clinalign.train import common\n", "a stage imports another stage"),
+        ("evaluate/mcq.py", "from clinalign.train import common\n", "a stage imports another stage"),
         ("curate/peek.py", "from clinalign.store import RawRecord\n", "touches RawRecord"),
         ("phi/lookup.py", "from clinalign.store import Record\n", "pure text functions import clinalign.store"),
         ("guardrails/rails.py", "import clinalign.audit\n", "pure text functions import clinalign.audit"),

@@ -53,11 +53,15 @@ def generate(
 @stage_command("evaluate")
 def evaluate(
     model: str | None = typer.Option(None, "--model", help="Policy to evaluate (default: the loop's newest)."),
+    suite: str | None = typer.Option(
+        None, "--suite", help="loop (default) or mcq (benchmarks: --set benchmarks=[...])."
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
     loop: int | None = LoopOpt,
 ) -> None:
-    run("evaluate", config, set_ + ([f"policy={model}"] if model else []), loop)
+    extra = ([f"policy={model}"] if model else []) + ([f"suite={suite}"] if suite else [])
+    run("evaluate", config, set_ + extra, loop)
 
 
 @stage_command("report")

@@ -99,6 +99,11 @@ def promote(ctx: RunContext, config: Config) -> dict:
                 f"release (v{served.meta['version']}, model {served.meta['model']}): evaluate it against that "
                 f"(clinalign evaluate --model {candidate} --set baseline={served.meta['model']})"
             )
+        if not any(summary.get(m) for m in SAFETY):
+            raise ClinalignError(
+                f"eval_report {report.id} has no safety figures (a benchmark suite?): promote on the loop's "
+                "evaluation (clinalign evaluate), which measures them"
+            )
         refused = regressions(summary, config.margins)
         if refused:
             record_event(session, "release", "release.refused", f"artifact:{candidate}", {"eval_report": report.id})

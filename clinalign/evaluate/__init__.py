@@ -30,6 +30,9 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from clinalign import guardrails, lm, phi, progress, reward_model, stats
 from clinalign.audit import MODEL_KINDS, RunContext, ancestor, record_event
@@ -43,6 +46,10 @@ BUNDLED_MCQ = resources.files("clinalign") / "data" / "mcq.jsonl"
 
 
 class Config(StageConfig):
+    suite: Literal["loop", "mcq"] = "loop"
+    """``loop``: the policy against its lineage on the held-out split (below); ``mcq``: multiple-choice
+    benchmarks from local files (``evaluate/mcq.py``)."""
+
     policy: str | None = None
     """Policy to evaluate: artifact id, folder or cached hub id; default: the loop's newest policy."""
 
@@ -67,6 +74,18 @@ class Config(StageConfig):
 
     mcq_limit: int | None = None
     """Use only the first N items (large benchmarks on a CPU)."""
+
+    benchmarks: list[str] = ["bundled"]
+    """``mcq`` suite: which benchmarks (bundled, pubmedqa, medqa, medmcqa, mmlu_medical)."""
+
+    benchmark_dir: Path = Path("../shared/data")
+    """``mcq`` suite: the folder holding the benchmarks in the layouts of ``../shared/data``."""
+
+    cot: bool = False
+    """``mcq`` suite: answer by written reasoning ending in a letter, instead of option likelihood."""
+
+    self_consistency: int = Field(default=1, ge=1, le=64)
+    """``mcq`` suite with ``cot``: sample this many reasonings and take the majority letter."""
 
     samples_per_prompt: int = 1
     max_new_tokens: int = 96
@@ -258,7 +277,34 @@ def _models(session, ctx: RunContext, config: Config) -> list[dict]:
     return models
 
 
+def _suite(ctx: RunContext, config: Config) -> dict:
+    """A benchmark suite on the policy (key ``after``) and, when named, its baseline (``before``)."""
+    from clinalign.evaluate import mcq
+
+    with ctx.store.session() as session:
+        policy, policy_path = ctx.model(session, config.policy)
+        models = [
+            {"key": "after", "label": policy.meta.get("algo") or "policy", "artifact": policy.id, "path": policy_path}
+        ]
+        if config.baseline is not None:
+            baseline, baseline_path = ctx.model(session, config.baseline)
+            models.insert(0, {"key": "before", "label": "baseline", "artifact": baseline.id, "path": baseline_path})
+    summary = mcq.run(ctx, config, models)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.out_dir / "eval.json"
+    path.write_text(json.dumps({"summary": summary}, indent=1))
+    with ctx.store.session() as session:
+        art = ctx.produce_path(session, "eval_report", path, summary)
+        record_event(session, "system", "evaluate", f"artifact:{art.id}", {"suite": config.suite})
+    ctx.metrics.update({"suite": config.suite, "path": str(path)})
+    for name, found in summary["benchmarks"].items():
+        ctx.metrics[name] = {key: found[key]["value"] for key in ("before", "after") if key in found}
+    return ctx.metrics
+
+
 def run(ctx: RunContext, config: Config) -> dict:
+    if config.suite != "loop":
+        return _suite(ctx, config)
     with ctx.store.session() as session:
         models = _models(session, ctx, config)
         policy = session.get(Artifact, models[-1]["artifact"])

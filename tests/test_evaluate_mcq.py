@@ -1,0 +1,96 @@
+"""The multiple-choice suite: the benchmark layouts of ../shared/data, option-likelihood scoring with
+bootstrap intervals, the paired difference against a baseline, chain of thought with
+self-consistency, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clinalign import stages
+from clinalign.evaluate import mcq
+from clinalign.schemas import ClinalignError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the repository")
+
+
+@needs_shared
+@pytest.mark.parametrize(("name", "options"), [("pubmedqa", 3), ("medqa", 4), ("medmcqa", 4), ("mmlu_medical", 4)])
+def test_each_layout_loads(name, options):
+    items = mcq.load(name, SHARED, limit=5)
+    assert len(items) == 5
+    for item in items:
+        assert len(item["options"]) == options and 0 <= item["answer"] < options and item["question"].strip()
+    if name == "pubmedqa":
+        assert "Question:" in items[0]["question"] and items[0]["options"] == ["yes", "no", "maybe"]
+
+
+def test_bad_benchmarks_are_named(tmp_path):
+    with pytest.raises(ClinalignError, match="unknown benchmark 'usmle'"):
+        mcq.load("usmle", tmp_path)
+    with pytest.raises(ClinalignError, match=r"medqa/test.jsonl"):
+        mcq.load("medqa", tmp_path)
+    (tmp_path / "pubmedqa").mkdir()
+    (tmp_path / "pubmedqa" / "ori_pqal.json").write_text("{not json")
+    (tmp_path / "pubmedqa" / "test_ground_truth.json").write_text("{}")
+    with pytest.raises(ClinalignError, match="pubmedqa: malformed JSON"):
+        mcq.load("pubmedqa", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Reasoning... The answer is C.", 2),
+        ("I think (B)", 1),
+        ("answer: d", 3),
+        ("no letter here", None),
+        ("The answer is F", None),
+    ],
+)
+def test_the_letter_a_written_answer_names(text, found):
+    assert mcq.letter(text, 4) == found
+
+
+def test_the_suite_scores_a_policy_and_its_baseline_on_the_same_items(store, tmp_path, tiny_model):
+    result = stages.run_stage(
+        "evaluate",
+        store,
+        tmp_path,
+        {
+            "suite": "mcq",
+            "policy": str(tiny_model),
+            "baseline": str(tiny_model),
+            "benchmarks": ["bundled"],
+            "mcq_limit": 8,
+        },
+    )
+    report = json.loads(Path(result.metrics["path"]).read_text())["summary"]
+    bundled = report["benchmarks"]["bundled"]
+    assert report["suite"] == "mcq" and bundled["items"] == 8
+    after = bundled["after"]
+    assert after["n"] == 8 and after["low"] <= after["value"] <= after["high"] and after["items_per_second"] > 0
+    assert bundled["difference"]["value"] == 0.0  # the same model twice: the paired difference is exactly 0
+    with pytest.raises(ClinalignError, match="has no safety figures"):
+        stages.run_stage("release", store, tmp_path, {})
+
+
+def test_chain_of_thought_with_self_consistency(store, tmp_path, tiny_model):
+    result = stages.run_stage(
+        "evaluate",
+        store,
+        tmp_path,
+        {
+            "suite": "mcq",
+            "policy": str(tiny_model),
+            "benchmarks": ["bundled"],
+            "mcq_limit": 3,
+            "cot": True,
+            "self_consistency": 2,
+            "max_new_tokens": 8,
+        },
+    )
+    after = json.loads(Path(result.metrics["path"]).read_text())["summary"]["benchmarks"]["bundled"]["after"]
+    assert after["n"] == 3 and 0 <= after["unanswered"] <= 3  # a random tiny model rarely writes a letter
