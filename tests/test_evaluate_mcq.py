@@ -94,3 +94,28 @@ def test_chain_of_thought_with_self_consistency(store, tmp_path, tiny_model):
     )
     after = json.loads(Path(result.metrics["path"]).read_text())["summary"]["benchmarks"]["bundled"]["after"]
     assert after["n"] == 3 and 0 <= after["unanswered"] <= 3  # a random tiny model rarely writes a letter
+
+
+def test_a_benchmark_of_an_outside_model_needs_no_store_first(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from clinalign.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "--data-dir",
+            str(tmp_path / "new"),
+            "evaluate",
+            "--suite",
+            "mcq",
+            "--model",
+            str(tiny_model),
+            "--set",
+            "benchmarks=[bundled]",
+            "--set",
+            "mcq_limit=2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "bundled.after" in result.output

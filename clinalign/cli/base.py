@@ -142,14 +142,17 @@ def open_store(existing: bool = True):
     return store
 
 
-def run(name: str, config: Path | None, overrides: list[str], loop: int | None = None, **extra) -> Result:
-    """Run stage ``name`` on the environment's store with a progress bar, show its figures."""
+def run(
+    name: str, config: Path | None, overrides: list[str], loop: int | None = None, begins: bool = False, **extra
+) -> Result:
+    """Run stage ``name`` on the environment's store with a progress bar, show its figures; ``begins``:
+    the run may be a store's first (a benchmark of an outside model needs nothing in it)."""
     quiet_libraries()
     from clinalign import progress
     from clinalign.settings import Settings
     from clinalign.stages import run_stage
 
-    store = open_store(existing=name not in ("ingest", "deidentify.file", "scenarios"))
+    store = open_store(existing=not begins and name not in ("ingest", "deidentify.file", "scenarios"))
     try:
         with progress.shown(err_console):
             result = run_stage(

@@ -61,7 +61,7 @@ def evaluate(
     loop: int | None = LoopOpt,
 ) -> None:
     extra = ([f"policy={model}"] if model else []) + ([f"suite={suite}"] if suite else [])
-    run("evaluate", config, set_ + extra, loop)
+    run("evaluate", config, set_ + extra, loop, begins=suite not in (None, "loop"))
 
 
 @stage_command("report")
