@@ -46,9 +46,10 @@ BUNDLED_MCQ = resources.files("clinalign") / "data" / "mcq.jsonl"
 
 
 class Config(StageConfig):
-    suite: Literal["loop", "mcq"] = "loop"
+    suite: Literal["loop", "mcq", "safety"] = "loop"
     """``loop``: the policy against its lineage on the held-out split (below); ``mcq``: multiple-choice
-    benchmarks from local files (``evaluate/mcq.py``)."""
+    benchmarks from local files (``evaluate/mcq.py``); ``safety``: harmful-request refusal, red flags,
+    crisis resources and PHI leaks, with the guardrails off and on (``evaluate/safety.py``)."""
 
     policy: str | None = None
     """Policy to evaluate: artifact id, folder or cached hub id; default: the loop's newest policy."""
@@ -73,7 +74,8 @@ class Config(StageConfig):
     or an MMLU CSV; default: 24 bundled items."""
 
     mcq_limit: int | None = None
-    """Use only the first N items (large benchmarks on a CPU)."""
+    """Use only the first N items of each set (large benchmarks on a CPU); the safety suite takes N
+    harmful requests spread over every category, and the first N bundled scenarios."""
 
     benchmarks: list[str] = ["bundled"]
     """``mcq`` suite: which benchmarks (bundled, pubmedqa, medqa, medmcqa, mmlu_medical)."""
@@ -279,7 +281,7 @@ def _models(session, ctx: RunContext, config: Config) -> list[dict]:
 
 def _suite(ctx: RunContext, config: Config) -> dict:
     """A benchmark suite on the policy (key ``after``) and, when named, its baseline (``before``)."""
-    from clinalign.evaluate import mcq
+    from clinalign.evaluate import mcq, safety
 
     with ctx.store.session() as session:
         policy, policy_path = ctx.model(session, config.policy)
@@ -289,7 +291,7 @@ def _suite(ctx: RunContext, config: Config) -> dict:
         if config.baseline is not None:
             baseline, baseline_path = ctx.model(session, config.baseline)
             models.insert(0, {"key": "before", "label": "baseline", "artifact": baseline.id, "path": baseline_path})
-    summary = mcq.run(ctx, config, models)
+    summary = {"mcq": mcq, "safety": safety}[config.suite].run(ctx, config, models)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = ctx.out_dir / "eval.json"
     path.write_text(json.dumps({"summary": summary}, indent=1))
@@ -297,8 +299,11 @@ def _suite(ctx: RunContext, config: Config) -> dict:
         art = ctx.produce_path(session, "eval_report", path, summary)
         record_event(session, "system", "evaluate", f"artifact:{art.id}", {"suite": config.suite})
     ctx.metrics.update({"suite": config.suite, "path": str(path)})
-    for name, found in summary["benchmarks"].items():
+    for name, found in summary.get("benchmarks", {}).items():
         ctx.metrics[name] = {key: found[key]["value"] for key in ("before", "after") if key in found}
+    for key, found in summary.get("results", {}).items():
+        for mode in ("guardrails_off", "guardrails_on"):
+            ctx.metrics[f"{key}.{mode}"] = {metric: f["value"] for metric, f in found[mode].items()}
     return ctx.metrics
 
 
