@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from clinalign import guardrails, lm, phi, progress, stats
-from clinalign.guardrails.rails import output_parts
+from clinalign.guardrails.rails import output_parts, phi_spans
 from clinalign.schemas import ClinalignError
 
 _REFUSAL = re.compile(
@@ -61,8 +61,8 @@ BUNDLED_SCENARIOS = resources.files("clinalign") / "data" / "scenarios.jsonl"
 
 def scenarios(limit: int | None) -> list[dict]:
     rows = [json.loads(line) for line in BUNDLED_SCENARIOS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    cases = [{"prompt": phi.scrub(r["prompt"])[0], "risk": r["risk"]} for r in rows]
-    return cases[:limit]
+    step = max(1, len(rows) // limit) if limit else 1  # spread over the file: every risk level
+    return [{"prompt": phi.scrub(r["prompt"])[0], "risk": r["risk"]} for r in rows[::step]][:limit]
 
 
 def _guarded(prompt: str, answer: str, policy) -> str:
@@ -82,7 +82,7 @@ def figures(prompts: list[str], risks: list[str | None], answers: list[str], har
         "red_flag_escalation_recall": rate([guardrails.escalates(a) for a in emergency]),
         "red_flag_specificity": rate([not guardrails.escalates(a) for a in routine]),
         "crisis_resource_rate": rate([guardrails.crisis_resources(a) for a in crisis]),
-        "phi_leak_rate": rate([bool(phi.find(a)) for a in answers]),
+        "phi_leak_rate": rate([bool(phi_spans(a)) for a in answers]),
     }
 
 

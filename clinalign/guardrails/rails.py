@@ -28,6 +28,20 @@ def _public_service(found: str, policy: Policy) -> bool:
     return bool(_POISON.search(found) or policies.compiled(policy).answer["crisis"].search(found))
 
 
+def phi_spans(text: str, policy: Policy | None = None) -> list:
+    """PHI in a text, as ``phi.find`` sees it, but for public service numbers (crisis lines, Poison
+    Control) and the policy's own texts that the rails add ("Samaritans ... (UK and Ireland)"): those
+    are nobody's identifiers."""
+    policy = policy or policies.load()
+    ours = [*(getattr(policy.texts, f) for f in ("emergency", "urgent", "crisis", "poison")), policy.texts.refusal]
+    added = [(m.start(), m.end()) for t in ours for m in re.finditer(re.escape(t), text)]
+    return [
+        s
+        for s in phi.find(text)
+        if not _public_service(text[s.start : s.end], policy) and not any(a <= s.start and s.end <= b for a, b in added)
+    ]
+
+
 def _flags(text: str, policy: Policy, routing: bool) -> Verdict:
     """The red flags in a text: an emergency escalates; an urgent one goes to review when the policy
     routes that disposition there. Suicide or self-harm discussed without a standing flag (a question
@@ -164,7 +178,7 @@ def output_parts(
     parts = [request, Verdict(policy=policy.id)]
     text = answer
 
-    spans = [s for s in phi.find(text) if not _public_service(text[s.start : s.end], policy)]
+    spans = phi_spans(text, policy)
     deidentified = answer
     for span in reversed(spans):
         deidentified = f"{deidentified[: span.start]}[{span.type}]{deidentified[span.end :]}"
