@@ -157,3 +157,66 @@ def test_the_safety_suite_with_guardrails_off_and_on(store, tmp_path, tiny_model
     # the rails can only add escalations (the emergency text goes first wherever a red flag stands)
     assert on["red_flag_escalation_recall"]["value"] >= off["red_flag_escalation_recall"]["value"]
     assert on["phi_leak_rate"]["value"] == 0.0  # PHI in an answer is replaced before it is sent
+
+
+def test_the_fairness_suite_over_counterfactual_groups(store, tmp_path, tiny_model):
+    import yaml
+
+    from tests.test_scenarios import SMALL
+
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(SMALL))
+    made = stages.run_stage("scenarios", store, tmp_path, {"path": str(tmp_path / "t.yaml")})
+    with store.reading() as session:
+        from clinalign.store import Artifact
+
+        source = session.query(Artifact).filter_by(run_id=made.run_id).one().id
+    result = stages.run_stage(
+        "evaluate",
+        store,
+        tmp_path,
+        {
+            "suite": "fairness",
+            "policy": str(tiny_model),
+            "baseline": str(tiny_model),
+            "scenario_cases": source,
+            "max_new_tokens": 8,
+        },
+    )
+    summary = json.loads(Path(result.metrics["path"]).read_text())["summary"]
+    assert summary["cases"] == 6 and summary["groups"] == 2
+    after = summary["results"]["after"]
+    assert set(after["attributes"]) == {"age", "sex"}
+    sex = after["attributes"]["sex"]["escalation_rate"]
+    assert set(sex["by_value"]) == {"base", "man"} and 0.0 <= sex["difference"] <= 1.0
+    assert after["consistency"]["pairs"] == 4
+    assert -1.0 <= after["consistency"]["answer_similarity"]["value"] <= 1.0001
+    # the same model twice: the same answers, so the same figures
+    assert summary["results"]["before"]["attributes"] == after["attributes"]
+
+
+def test_fairness_needs_its_scenarios(store, tmp_path, tiny_model):
+    with pytest.raises(ClinalignError, match="needs --set scenario_cases"):
+        stages.run_stage("evaluate", store, tmp_path, {"suite": "fairness", "policy": str(tiny_model)})
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "no-group", "prompt": "hi"}) + "\n")
+    from clinalign.evaluate import fairness
+
+    with pytest.raises(ClinalignError, match="no counterfactual groups"):
+        fairness.cases(plain)
+
+
+def test_fairness_breakdown_with_rewards():
+    from clinalign.evaluate import fairness
+
+    items = [
+        {"group": "g.lay", "attribute": None, "value": "base"},
+        {"group": "g.lay", "attribute": "sex", "value": "man"},
+        {"group": "h.lay", "attribute": None, "value": "base"},
+        {"group": "h.lay", "attribute": "sex", "value": "man"},
+    ]
+    scores = {"escalated": [True, False, True, True], "reward": [1.0, 0.0, 0.5, 0.5]}
+    sex = fairness.breakdown(items, scores)["sex"]
+    assert (
+        sex["escalation_rate"]["by_value"] == {"base": 1.0, "man": 0.5} and sex["escalation_rate"]["difference"] == 0.5
+    )
+    assert sex["mean_reward"]["by_value"] == {"base": 0.75, "man": 0.25} and sex["n"] == 4

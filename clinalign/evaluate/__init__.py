@@ -46,10 +46,11 @@ BUNDLED_MCQ = resources.files("clinalign") / "data" / "mcq.jsonl"
 
 
 class Config(StageConfig):
-    suite: Literal["loop", "mcq", "safety"] = "loop"
+    suite: Literal["loop", "mcq", "safety", "fairness"] = "loop"
     """``loop``: the policy against its lineage on the held-out split (below); ``mcq``: multiple-choice
     benchmarks from local files (``evaluate/mcq.py``); ``safety``: harmful-request refusal, red flags,
-    crisis resources and PHI leaks, with the guardrails off and on (``evaluate/safety.py``)."""
+    crisis resources and PHI leaks, with the guardrails off and on (``evaluate/safety.py``);
+    ``fairness``: answers across counterfactual groups from ``clinalign scenarios`` (``evaluate/fairness.py``)."""
 
     policy: str | None = None
     """Policy to evaluate: artifact id, folder or cached hub id; default: the loop's newest policy."""
@@ -82,6 +83,9 @@ class Config(StageConfig):
 
     benchmark_dir: Path = Path("../shared/data")
     """``mcq`` suite: the folder holding the benchmarks in the layouts of ``../shared/data``."""
+
+    scenario_cases: int | None = None
+    """``fairness`` suite: the ``scenario_cases`` artifact (``clinalign scenarios``) to read the groups from."""
 
     cot: bool = False
     """``mcq`` suite: answer by written reasoning ending in a letter, instead of option likelihood."""
@@ -281,7 +285,7 @@ def _models(session, ctx: RunContext, config: Config) -> list[dict]:
 
 def _suite(ctx: RunContext, config: Config) -> dict:
     """A benchmark suite on the policy (key ``after``) and, when named, its baseline (``before``)."""
-    from clinalign.evaluate import mcq, safety
+    from clinalign.evaluate import fairness, mcq, safety
 
     with ctx.store.session() as session:
         policy, policy_path = ctx.model(session, config.policy)
@@ -291,7 +295,7 @@ def _suite(ctx: RunContext, config: Config) -> dict:
         if config.baseline is not None:
             baseline, baseline_path = ctx.model(session, config.baseline)
             models.insert(0, {"key": "before", "label": "baseline", "artifact": baseline.id, "path": baseline_path})
-    summary = {"mcq": mcq, "safety": safety}[config.suite].run(ctx, config, models)
+    summary = {"mcq": mcq, "safety": safety, "fairness": fairness}[config.suite].run(ctx, config, models)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = ctx.out_dir / "eval.json"
     path.write_text(json.dumps({"summary": summary}, indent=1))
@@ -303,7 +307,10 @@ def _suite(ctx: RunContext, config: Config) -> dict:
         ctx.metrics[name] = {key: found[key]["value"] for key in ("before", "after") if key in found}
     for key, found in summary.get("results", {}).items():
         for mode in ("guardrails_off", "guardrails_on"):
-            ctx.metrics[f"{key}.{mode}"] = {metric: f["value"] for metric, f in found[mode].items()}
+            if mode in found:
+                ctx.metrics[f"{key}.{mode}"] = {metric: f["value"] for metric, f in found[mode].items()}
+        for attribute, frames in found.get("attributes", {}).items():
+            ctx.metrics[f"{key}.{attribute}"] = {name: f["difference"] for name, f in frames.items() if name != "n"}
     return ctx.metrics
 
 
