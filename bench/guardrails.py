@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' live server helper
 
-from clinalign import guardrails  # noqa: E402
+from clinalign import guardrails, stats  # noqa: E402
 
 LABELLED = ROOT / "tests" / "guardrails"
 SHARED = ROOT.parent / "shared" / "data"
@@ -55,7 +55,11 @@ def accuracy(items: list[dict]) -> tuple[str, dict[str, str]]:
         by_kind[item["kind"]][fired == positive] += 1
     tp, fn = counts[(True, True)], counts[(True, False)]
     tn, fp = counts[(False, False)], counts[(False, True)]
-    line = f"recall {tp}/{tp + fn} = {tp / (tp + fn):.3f}, specificity {tn}/{tn + fp} = {tn / (tn + fp):.3f}"
+    recall, specificity = stats.proportion(tp, tp + fn), stats.proportion(tn, tn + fp)
+    line = (
+        f"recall {tp}/{tp + fn} = {recall['value']:.3f} [{recall['low']:.2f}, {recall['high']:.2f}], "
+        f"specificity {tn}/{tn + fp} = {specificity['value']:.3f} [{specificity['low']:.2f}, {specificity['high']:.2f}]"
+    )
     kinds = {kind: f"{c[True]}/{c[True] + c[False]}" for kind, c in sorted(by_kind.items())}
     return line, kinds
 
@@ -221,7 +225,9 @@ def main() -> None:
         if name in public:
             texts = public[name]
             escalated = sum(guardrails.check_input(t).escalate for t in texts)
-            print(f"{name}: {escalated}/{len(texts)} escalated = {escalated / len(texts):.4f}")
+            rate = stats.proportion(escalated, len(texts))
+            interval = f"[{rate['low']:.4f}, {rate['high']:.4f}]"
+            print(f"{name}: {escalated}/{len(texts)} escalated = {rate['value']:.4f} {interval}")
     if not public:
         print("(../shared/data not found: skipped)")
 

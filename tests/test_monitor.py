@@ -20,14 +20,15 @@ EMERGENCY = "I have crushing chest pain going down my left arm and I'm sweating"
 ROUTINE = "What foods are high in iron?"
 
 
-def serve(store, question: str, answer: str, tags: dict, key_name: str = "portal"):
+def serve(store, question: str, answer: str, tags: dict, key_name: str = "portal", status: str | None = None) -> int:
+    """An interaction as ``serve`` records it, through the same rails (``status``: its tier's, unless given)."""
     request = guardrails.check_input(question)
     checked = output_parts(answer, request=request)
     with store.session() as session:
         key = session.scalar(select(ApiKey).where(ApiKey.name == key_name))
         if key is None:
             key, _ = oversight.add_key(session, key_name, "patient", 60, "test")
-        status = "held" if checked.verdict.tier == 2 else "sent"
+        status = status or ("held" if checked.verdict.tier == 2 else "sent")
         return oversight.record(
             session,
             key=key,

@@ -188,6 +188,17 @@ def _answers(loaded: lm.LoadedLM, test: list[EvalPrompt], config: Config, label:
     return answers
 
 
+def greedy_answers(loaded: lm.LoadedLM, prompts: list[str], config: Config, label: str) -> list[str]:
+    """The model's most likely answer to each prompt, in batches, with progress (the suites' answers)."""
+    answers: list[str] = []
+    with progress.task(label, len(prompts)) as advance:
+        for start in range(0, len(prompts), config.batch_size):
+            batch = prompts[start : start + config.batch_size]
+            answers += [g[0] for g in lm.sample(loaded, batch, 1, config.max_new_tokens, 0.0, 1.0, config.seed)]
+            advance(len(batch))
+    return answers
+
+
 def _rate(check, answers: list[str]) -> dict:
     return stats.proportion(sum(map(check, answers)), len(answers))
 

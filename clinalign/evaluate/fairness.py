@@ -24,7 +24,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from clinalign import embed, guardrails, lm, phi, progress, stats
+from clinalign import embed, guardrails, lm, phi, stats
+from clinalign.evaluate import greedy_answers
 from clinalign.schemas import ClinalignError
 
 CASE_ID = re.compile(r"^(?P<template>[^.]+)\.(?P<phrasing>[^.]+)\.(?:base|(?P<attribute>[^=]+)=(?P<value>.+))$")
@@ -122,14 +123,9 @@ def run(ctx, config, models: list[dict]) -> dict:
     encoder = embed.default_path()
     results = {}
     for model in models:
-        loaded = lm.load(model["path"])
         started = time.perf_counter()
-        answers: list[str] = []
-        with progress.task(f"fairness: {model['label']}", len(items)) as advance:
-            for start in range(0, len(items), config.batch_size):
-                batch = [c["prompt"] for c in items[start : start + config.batch_size]]
-                answers += [g[0] for g in lm.sample(loaded, batch, 1, config.max_new_tokens, 0.0, 1.0, config.seed)]
-                advance(len(batch))
+        prompts = [c["prompt"] for c in items]
+        answers = greedy_answers(lm.load(model["path"]), prompts, config, f"fairness: {model['label']}")
         escalated = [guardrails.escalates(a) for a in answers]
         scores: dict[str, list] = {"escalated": escalated}
         if scorer is not None:

@@ -22,7 +22,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from clinalign import guardrails, lm, phi, progress, stats
+from clinalign import guardrails, lm, phi, stats
+from clinalign.evaluate import greedy_answers
 from clinalign.guardrails.rails import output_parts, phi_spans
 from clinalign.schemas import ClinalignError
 
@@ -95,14 +96,8 @@ def run(ctx, config, models: list[dict]) -> dict:
     harmful = [True] * len(requests) + [False] * len(cases)
     results = {}
     for model in models:
-        loaded = lm.load(model["path"])
         started = time.perf_counter()
-        answers: list[str] = []
-        with progress.task(f"safety: {model['label']}", len(prompts)) as advance:
-            for start in range(0, len(prompts), config.batch_size):
-                batch = prompts[start : start + config.batch_size]
-                answers += [g[0] for g in lm.sample(loaded, batch, 1, config.max_new_tokens, 0.0, 1.0, config.seed)]
-                advance(len(batch))
+        answers = greedy_answers(lm.load(model["path"]), prompts, config, f"safety: {model['label']}")
         guarded = [_guarded(p, a, policy) for p, a in zip(prompts, answers, strict=True)]
         results[model["key"]] = {
             "guardrails_off": figures(prompts, risks, answers, harmful),

@@ -56,10 +56,6 @@ def current(session: Session) -> Artifact | None:
     return found[-1] if found else None
 
 
-def model_of(session: Session, release: Artifact) -> Artifact:
-    return session.get(Artifact, release.meta["model"])
-
-
 def regressions(summary: dict, margins: dict[str, float]) -> list[str]:
     """Each safety metric the evaluation's policy ("after") is worse on than its baseline ("before") by
     more than its margin, as a sentence."""

@@ -38,12 +38,12 @@ from clinalign.guardrails.rails import Checked, fallback_text, output_parts
 from clinalign.schemas import ERROR_TAGS, ClinalignError
 from clinalign.serve import oversight
 from clinalign.serve.backends import BackendError, Sampling
+from clinalign.serve.gate import Gate, error
 from clinalign.serve.metrics import Metrics
 from clinalign.store import ApiKey, Interaction, Store
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 256 * 1024  # bytes
 MAX_MESSAGES = 64
 MAX_TOKENS = 1024
 _SENTENCE_END = re.compile(r"[.!?\n](?=\s)")
@@ -82,11 +82,6 @@ class FlagRequest(BaseModel):
     interaction: int
     error_tags: list[Literal[ERROR_TAGS]] = Field(min_length=1)  # type: ignore[valid-type]
     correction: str | None = Field(None, max_length=oversight.MAX_TEXT)
-
-
-def error(status: int, message: str, kind: str, code: str, param: str | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
-    return JSONResponse(body, status_code=status)
 
 
 class Served:
@@ -138,13 +133,9 @@ def create_app(
     """The guarded API for ``backend`` (``backends.LocalModel`` or ``backends.Upstream``). ``scorer`` (a
     ``rewards.Local``) routes answers the reward-model ensemble disagrees on to review; ``notify_url``
     hears of every escalation (tier 3) at once: ``{"interaction", "disposition", "categories"}``, no text.
-    A key is looked up in the store at most every ``key_ttl`` seconds (a revoked key is refused within
-    that time)."""
+    ``key_ttl``: see ``gate.Gate``."""
     from contextlib import asynccontextmanager
 
-    from limits import RateLimitItemPerMinute
-    from limits.storage import storage_from_string
-    from limits.strategies import MovingWindowRateLimiter
     from starlette.concurrency import run_in_threadpool
 
     from clinalign.audit import Sealer
@@ -162,77 +153,11 @@ def create_app(
         yield
         await run_in_threadpool(sealer.close)
 
-    limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
     metrics = Metrics(store)
     app = FastAPI(title="clinalign serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.metrics = metrics
 
-    known: dict[str, tuple[ApiKey | None, float]] = {}
-
-    def lookup(secret: str) -> ApiKey | None:
-        digest = oversight.digest(secret)
-        cached = known.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        with store.reading() as session:
-            key = oversight.key_for(session, secret)
-            if key is not None:
-                session.expunge(key)
-        if len(known) > 10_000:  # wrong keys are cached too; a flood of them must not grow this forever
-            known.clear()
-        known[digest] = (key, time.monotonic() + key_ttl)
-        return key
-
-    local_limits = rate_storage.startswith("memory://")  # counted in this process: no I/O to wait for
-
-    async def admit(method: str, headers: dict[str, str]) -> tuple[JSONResponse | None, ApiKey | None]:
-        """Size limits, the API key, the key's rate limit: a refusal, or the key."""
-        length = headers.get("content-length", "")
-        if method == "POST" and not length.isdigit():  # a chunked body would be read whole, unbounded
-            return error(
-                411, "send Content-Length with the request body", "invalid_request_error", "length_required"
-            ), None
-        if length.isdigit() and int(length) > MAX_BODY:
-            metrics.errors.labels("too_large").inc()
-            message = f"request body of {int(length)} bytes; at most {MAX_BODY}"
-            return error(413, message, "invalid_request_error", "request_too_large"), None
-        given = headers.get("authorization", "")
-        secret = given[7:].strip() if given.lower().startswith("bearer ") else headers.get("x-api-key", "")
-        key = None
-        if secret:
-            cached = known.get(oversight.digest(secret))
-            fresh = cached is not None and cached[1] > time.monotonic()
-            key = cached[0] if fresh else await run_in_threadpool(lookup, secret)  # reads the store: off the loop
-        if key is None:
-            metrics.errors.labels("auth").inc()
-            message = "missing or wrong API key (Authorization: Bearer ...)"
-            return error(401, message, "authentication_error", "invalid_api_key"), None
-        limit = (RateLimitItemPerMinute(key.per_minute), "key", str(key.id))
-        allowed = limiter.hit(*limit) if local_limits else await run_in_threadpool(limiter.hit, *limit)
-        if not allowed:
-            metrics.errors.labels("rate_limited").inc()
-            message = f"rate limit of {key.per_minute} requests a minute reached"
-            return error(429, message, "rate_limit_error", "rate_limit_exceeded"), None
-        return None, key
-
-    class Gate:
-        """``admit`` in front of every route but /metrics and /health, as a plain ASGI middleware (a
-        ``BaseHTTPMiddleware`` costs about a millisecond a request)."""
-
-        def __init__(self, inner):
-            self.inner = inner
-
-        async def __call__(self, scope, receive, send):
-            if scope["type"] != "http" or scope["path"] in ("/metrics", "/health"):
-                return await self.inner(scope, receive, send)
-            headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-            refusal, key = await admit(scope["method"], headers)
-            if refusal is not None:
-                return await refusal(scope, receive, send)
-            scope.setdefault("state", {})["key"] = key
-            await self.inner(scope, receive, send)
-
-    app.add_middleware(Gate)
+    app.add_middleware(Gate, store=store, metrics=metrics, rate_storage=rate_storage, key_ttl=key_ttl)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):
@@ -286,14 +211,9 @@ def create_app(
         return interaction
 
     def notify(interaction: Interaction) -> None:
+        """Tell the on-call clinicians' system of an escalation, off the request (ids and categories only)."""
         if not notify_url:
             return
-        send(interaction)
-
-    app.state.notify = notify
-
-    def send(interaction: Interaction) -> None:
-        """Tell the on-call clinicians' system of an escalation, off the request (ids and categories only)."""
         payload = {
             "interaction": interaction.id,
             "disposition": interaction.disposition,
@@ -310,6 +230,8 @@ def create_app(
                 metrics.errors.labels("notify").inc()
 
         threading.Thread(target=post, daemon=True).start()
+
+    app.state.notify = notify
 
     def completion(served: Served, content: str, interaction: Interaction, finish: str) -> dict:
         return {

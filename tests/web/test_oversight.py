@@ -4,35 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from clinalign import guardrails, monitor
-from clinalign.serve import oversight
+from clinalign import monitor
 from clinalign.store import Flag, Interaction
+from tests.test_monitor import serve
 from tests.web.conftest import csrf
 
 
-def served(web, answer: str, request_text: str, status: str = "held") -> int:
-    """An interaction as ``serve`` records it, through the same rails."""
-    request = guardrails.check_input(request_text)
-    checked = guardrails.rails.output_parts(answer, request=request)
-    with web.store.session() as session:
-        key, _ = oversight.add_key(session, f"client-{status}-{len(answer)}", "patient", 60, "test")
-        interaction = oversight.record(
-            session,
-            key=key,
-            model="m",
-            messages=[{"role": "user", "content": request_text}],
-            answer=answer,
-            checked=checked.text,
-            sent=None if status == "held" else checked.text,
-            verdict=checked.verdict,
-            status=status,
-            tags={},
-        )
-        return interaction.id
-
-
 def test_a_clinician_edits_a_held_answer_and_the_reason_is_kept(web):
-    held = served(web, "Gabapentin is sometimes used off-label for this.", "What helps nerve pain?")
+    held = serve(web.store, "What helps nerve pain?", "Gabapentin is sometimes used off-label for this.", {})
     clinician = web.login("clin1")
     queue = clinician.get("/oversight")
     assert f"/oversight/{held}" in queue.text and "off label" in queue.text
@@ -55,7 +34,13 @@ def test_a_clinician_edits_a_held_answer_and_the_reason_is_kept(web):
 
 
 def test_an_escalated_answer_cannot_be_edited_into_silence(web):
-    held = served(web, "Gabapentin is sometimes used off-label.", "I have crushing chest pain and sweating")
+    held = serve(
+        web.store,
+        "I have crushing chest pain and sweating",
+        "Gabapentin is sometimes used off-label.",
+        {},
+        status="held",
+    )
     with web.store.session() as session:  # an escalated case held by a reviewer's policy, say
         session.get(Interaction, held).escalate = True
     clinician = web.login("clin1")
@@ -70,7 +55,7 @@ def test_an_escalated_answer_cannot_be_edited_into_silence(web):
 
 
 def test_flags_on_a_sent_answer(web):
-    sent = served(web, "You definitely have a cold.", "I have a runny nose", status="sent")
+    sent = serve(web.store, "I have a runny nose", "You definitely have a cold.", {})
     reviewer = web.login("review1")
     page = reviewer.get(f"/oversight/{sent}")
     assert "Flag this answer" in page.text
