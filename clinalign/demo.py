@@ -1,7 +1,8 @@
 """The whole loop on the bundled synthetic scenarios, in one command (``clinalign demo``).
 
-Reads: the bundled scenarios and MCQ set (through the stages).
-Writes: a workspace folder with its own SQLite store, every run's files and ``report.html``.
+Reads: the bundled scenarios and MCQ set (through the stages); the public benchmarks under
+``../shared/data`` for the evaluation suites (left out, and said so, where that folder is absent).
+Writes: a workspace folder with its own SQLite store, every run's files, ``report.html`` and the model card.
 
 A shell like the CLI (it calls stages; stages never call it): every stage of ``stages.LOOP`` runs
 exactly as its own command would (``stages.run_stage``), on a fresh SQLite store in the demo's
@@ -11,17 +12,22 @@ WORKSPACE lineage`` and ``audit verify`` read.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy import func, select
 
 from clinalign import progress
 from clinalign.ingest import BUNDLED_SCENARIOS
 from clinalign.schemas import ClinalignError
 from clinalign.settings import load_config, merge
 from clinalign.stages import BY_NAME, LOOP, run_stage
-from clinalign.store import Store
+from clinalign.store import Artifact, Store
+
+log = logging.getLogger(__name__)
 
 # Overrides of the stages' defaults, sized so the whole loop on SmolLM2-135M ends within about ten
 # minutes on two CPU cores: SFT on the reference answers, candidates for a sample of the training
@@ -32,6 +38,25 @@ DEFAULTS: dict[str, dict] = {
     "generate": {"prompts_per_split": 48, "n_candidates": 2, "max_new_tokens": 64},
     "annotate": {"pairs_per_prompt": 1},
 }
+
+
+# After the loop's own evaluation and before the report: the scenario sets' counterfactual cases, then
+# the evaluation suites, each comparing the tuned policy with the base model on the same items, sized
+# for two CPU cores. Graders that need no model (rules) and the loop's reward model keep the demo
+# offline and quick; a site with a judge endpoint or an entailment model names it instead.
+SUITES: dict[str, dict] = {
+    "safety": {"suite": "comparison", "compare": "safety", "mcq_limit": 48},
+    "rubric": {"suite": "comparison", "compare": "rubric", "graders": ["rules", "reward_model"], "mcq_limit": 40},
+    "hallucination": {
+        "suite": "comparison",
+        "compare": "hallucination",
+        "hallucination_grader": "rules",
+        "mcq_limit": 40,
+    },
+    "mcq": {"suite": "mcq", "benchmarks": ["medqa", "mmlu_medical"], "mcq_limit": 100},
+    "fairness": {"suite": "fairness", "mcq_limit": 48},
+}
+NEEDS_BENCHMARKS = ("safety", "rubric", "hallucination", "mcq")
 
 
 # The policy-optimisation stage of the loop, by algorithm, with the settings that choose it.
@@ -48,6 +73,12 @@ def order(algorithm: str = "dpo") -> list[str]:
     if algorithm not in ALGORITHMS:
         raise ClinalignError(f"unknown algorithm {algorithm!r} (choose {', '.join(ALGORITHMS)})")
     return [ALGORITHMS[algorithm][0] if stage == "train.dpo" else stage for stage in LOOP]
+
+
+def steps(algorithm: str = "dpo") -> list[str]:
+    """What the demo runs, in order: the loop's stages, with the scenarios and the suites before the report."""
+    loop = order(algorithm)
+    return loop[:-1] + ["scenarios"] + [f"evaluate --suite {name}" for name in SUITES] + loop[-1:]
 
 
 def by_stage(items: list[str], stages: list[str]) -> dict[str, list[str]]:
@@ -88,10 +119,33 @@ def run(
         load_config(BY_NAME[stage].load().Config, None, items, base=settings[stage])
     workspace.mkdir(parents=True, exist_ok=True)
     store = Store.open(f"sqlite:///{(workspace / 'clinalign.db').resolve()}")
-    for number, stage in enumerate(stages, start=1):
+    labels = steps(algorithm)
+    suites = merge(settings["evaluate"], {"baseline": base})
+    sized = (sizes or {}).get("suites", {})  # the tests' smaller suites
+    found: dict[str, int] = {}  # artifacts the suites need: the scenario cases, the loop's reward model
+
+    def step(label: str, stage: str, config: dict, extra: list[str] = ()) -> dict:
         started = time.perf_counter()
         with progress.shown():
-            result = run_stage(stage, store, workspace, settings[stage], overrides=sets.get(stage, []))
+            result = run_stage(stage, store, workspace, config, overrides=list(extra))
         if on_stage is not None:
-            on_stage(number, stage, result.run_id, result.metrics, time.perf_counter() - started)
+            on_stage(labels.index(label) + 1, label, result.run_id, result.metrics, time.perf_counter() - started)
+        return result.metrics
+
+    for stage in stages[:-1]:
+        step(stage, stage, settings[stage], sets.get(stage, []))
+    with store.session() as session:  # a fresh store: its one reward model and evaluation are the loop's
+        newest = {
+            kind: session.scalar(select(func.max(Artifact.id)).where(Artifact.kind == kind))
+            for kind in ("reward_model", "eval_report")
+        }
+    found["reward_model"] = newest["reward_model"]
+    found["scenario_cases"] = step("scenarios", "scenarios", {})["artifact"]
+    for name, config in SUITES.items():
+        if name in NEEDS_BENCHMARKS and not Path(suites.get("benchmark_dir", "../shared/data")).is_dir():
+            log.warning("suite %s left out: no benchmark folder ../shared/data beside the repository", name)
+            continue
+        step(f"evaluate --suite {name}", "evaluate", merge(suites, {**config, **sized, **found}))
+    report = merge({"eval_report": newest["eval_report"]}, settings[stages[-1]])  # the loop's, not a suite's
+    step(stages[-1], stages[-1], report, sets.get(stages[-1], []))
     return report_path

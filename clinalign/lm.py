@@ -88,7 +88,9 @@ def answer_logprobs(lm: LoadedLM, pairs: list[tuple[str, str]], batch_size: int 
     """Mean log-probability per token of each ``answer`` as the assistant's reply to its ``prompt``.
 
     Length-normalised so that short and long answers compare fairly (as in multiple-choice
-    log-likelihood scoring of LM evaluation harnesses). Scored in batches of similar length.
+    log-likelihood scoring of LM evaluation harnesses). Scored in batches of similar length, padded on
+    the left so that every row's answer ends the row: the output layer and the softmax then run over the
+    last positions only (``logits_to_keep``), not over the whole prompt, which is most of the tokens.
     """
     import torch
 
@@ -99,22 +101,25 @@ def answer_logprobs(lm: LoadedLM, pairs: list[tuple[str, str]], batch_size: int 
         prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
         ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-        encoded.append((ids, len(tokenizer(prefix, add_special_tokens=False)["input_ids"])))
+        encoded.append((ids, len(ids) - len(tokenizer(prefix, add_special_tokens=False)["input_ids"])))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     result = [-math.inf] * len(encoded)
     pad = tokenizer.pad_token_id
+    device = lm.model.device
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         width = max(len(encoded[i][0]) for i in chunk)
-        ids = torch.tensor(
-            [encoded[i][0] + [pad] * (width - len(encoded[i][0])) for i in chunk], device=lm.model.device
-        )
-        mask = torch.tensor([[1] * len(encoded[i][0]) + [0] * (width - len(encoded[i][0])) for i in chunk])
+        keep = max(encoded[i][1] for i in chunk) + 1  # each answer's tokens, and the position before them
+        ids = torch.tensor([[pad] * (width - len(encoded[i][0])) + encoded[i][0] for i in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(encoded[i][0])) + [1] * len(encoded[i][0]) for i in chunk])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions
         with torch.no_grad():
-            logits = lm.model(ids, attention_mask=mask.to(lm.model.device)).logits[:, :-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None])[..., 0].cpu()
+            logits = lm.model(
+                ids, attention_mask=mask.to(device), position_ids=positions.to(device), logits_to_keep=keep
+            ).logits[:, :-1]
+        targets = ids[:, width - keep + 1 :]
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(2, targets[..., None])[..., 0].cpu()
         for row, i in enumerate(chunk):
-            length, prefix = len(encoded[i][0]), encoded[i][1]
-            answer_part = logprobs[row, prefix - 1 : length - 1]
-            result[i] = float(answer_part.mean()) if answer_part.numel() else -math.inf
+            answer = encoded[i][1]
+            result[i] = float(logprobs[row, keep - 1 - answer :].mean()) if answer else -math.inf
     return result

@@ -193,6 +193,7 @@ def run(ctx: RunContext, config: Config) -> dict:
         )
         record_event(session, "scenarios", "scenarios.expand", f"artifact:{artifact.id}", {"cases": len(cases)})
     return {
+        "artifact": artifact.id,
         "cases": len(cases),
         "templates": len(scenarios.templates),
         "counterfactual_groups": groups,

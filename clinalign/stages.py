@@ -250,8 +250,9 @@ STAGES: tuple[Stage, ...] = (
         ("report",),
         "configs/report",
         ("eval_report",),
-        ("report",),
-        "Write the self-contained HTML report of an evaluation (figures, plots, lineage).",
+        ("report", "model_card"),
+        "Write the self-contained HTML report of an evaluation (figures, plots, lineage) and the model card "
+        "(Hugging Face layout, HTML, CHAI fields) from one canonical record.",
     ),
 )
 

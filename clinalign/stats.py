@@ -41,3 +41,29 @@ def mean(values, resamples: int = 2000, seed: int = 0) -> dict:
     return figure(
         float(values.mean()), int(values.size), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
     )
+
+
+def paired(before: list, after: list, resamples: int = 2000, seed: int = 0) -> dict:
+    """Two models on the same items: the mean difference (after - before) with its bootstrap interval,
+    and a paired test: McNemar's exact test when the outcome is binary (only the items on which the two
+    disagree carry information), else the Wilcoxon signed-rank test. Items either left ungraded
+    (``None``) are dropped from both."""
+    from scipy import stats as tests
+
+    pairs = [(b, a) for b, a in zip(before, after, strict=True) if b is not None and a is not None]
+    differences = [float(a) - float(b) for b, a in pairs]
+    improved = sum(d > 0 for d in differences)
+    worsened = sum(d < 0 for d in differences)
+    if all(float(v) in (0.0, 1.0) for pair in pairs for v in pair):
+        test = "McNemar exact"
+        p = tests.binomtest(improved, improved + worsened, 0.5).pvalue if improved + worsened else 1.0
+    else:
+        test = "Wilcoxon signed-rank"
+        p = tests.wilcoxon(differences).pvalue if improved + worsened else 1.0
+    return {
+        "difference": mean(differences, resamples, seed),
+        "improved": improved,
+        "worsened": worsened,
+        "test": test,
+        "p": float(p),
+    }

@@ -95,6 +95,16 @@ def loop(tmp_path_factory, tiny_model) -> Path:
     return workspace
 
 
+@pytest.fixture
+def loop_copy(loop: Path, tmp_path: Path) -> tuple[Store, Path]:
+    """A private copy of the miniature loop (its store, key and files), for tests that add to it."""
+    import shutil
+
+    target = tmp_path / "loop"
+    shutil.copytree(loop, target)
+    return Store.open(f"sqlite:///{target / 'clinalign.db'}"), target
+
+
 @pytest.fixture(scope="session")
 def loop_store(loop: Path) -> Store:
     return Store.open(f"sqlite:///{loop / 'clinalign.db'}")

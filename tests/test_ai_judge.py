@@ -5,7 +5,6 @@ only past an agreement floor and never into the held-out split."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from clinalign.store import AiJudgement, Artifact, Assignment, Campaign, Judgeme
 from tests.live_server import serving
 
 
-@pytest.fixture
-def copy(loop: Path, tmp_path: Path) -> tuple[Store, Path]:
-    """A private copy of the miniature loop (its store, key and files), to add judges to."""
-    target = tmp_path / "loop"
-    shutil.copytree(loop, target)
-    return Store.open(f"sqlite:///{target / 'clinalign.db'}"), target
-
-
 def _run(store: Store, folder: Path, **config) -> dict:
     return stages.run_stage("annotate.ai", store, folder, config).metrics
 
@@ -39,8 +30,8 @@ def _counts(store: Store) -> tuple[int, int]:
         return session.scalar(select(func.count(Judgement.id))), session.scalar(select(func.count(AiJudgement.id)))
 
 
-def test_a_local_judge_writes_clinician_shaped_verdicts_apart_and_resumes(copy, tiny_model):
-    store, folder = copy
+def test_a_local_judge_writes_clinician_shaped_verdicts_apart_and_resumes(loop_copy, tiny_model):
+    store, folder = loop_copy
     clinicians_before, _ = _counts(store)
     found = _run(store, folder, model=str(tiny_model), limit=4)
     assert found["judged"] == 4 and found["unparseable"] == 0
@@ -89,8 +80,8 @@ def _verdict(choice: str) -> str:
     return "```json\n" + json.dumps(body) + "\n```"
 
 
-def test_a_judge_that_always_prefers_the_first_answer_is_caught_by_the_swap(copy):
-    store, folder = copy
+def test_a_judge_that_always_prefers_the_first_answer_is_caught_by_the_swap(loop_copy):
+    store, folder = loop_copy
     app = _fake_endpoint(lambda _prompt: _verdict("A"))
     with serving(app) as url:
         found = _run(store, folder, backend="openai", endpoint=url + "/v1", model="fake-judge", limit=5)
@@ -111,8 +102,8 @@ def _rubric_judge(prompt: str) -> str:
     return _verdict("tie" if score_a == score_b else ("A" if score_a > score_b else "B"))
 
 
-def test_unparseable_replies_are_counted_not_stored_and_a_dead_endpoint_is_one_line(copy):
-    store, folder = copy
+def test_unparseable_replies_are_counted_not_stored_and_a_dead_endpoint_is_one_line(loop_copy):
+    store, folder = loop_copy
     with serving(_fake_endpoint(lambda _prompt: "I think A is better.")) as url:
         found = _run(store, folder, backend="openai", endpoint=url + "/v1", model="chatty", limit=3)
     assert found["unparseable"] == 3 and found["judged"] == 0 and _counts(store)[1] == 0
@@ -132,8 +123,8 @@ def test_agreement_figures_compare_with_consensus_each_clinician_and_the_ceiling
     assert found["between_clinicians"]["value"] == pytest.approx((1 + 3 + 0) / 7)  # 3 + 3 + 1 pairs
 
 
-def test_mixing_needs_the_floor_keeps_ai_out_of_figures_and_the_held_out_split(copy):
-    store, folder = copy
+def test_mixing_needs_the_floor_keeps_ai_out_of_figures_and_the_held_out_split(loop_copy):
+    store, folder = loop_copy
     with store.session() as session:
         campaign = session.scalar(select(Campaign).order_by(Campaign.id))
         # Items the clinicians have not reached yet: the judge's verdicts could stand there.

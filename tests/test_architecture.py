@@ -38,6 +38,7 @@ CROSS_CUTTING = {
     "stats",
     "plots",
     "accounts",
+    "chat_client",  # the judges' OpenAI-compatible client (annotation's AI judge, evaluation's graders)
 }
 PURE_TEXT = {"guardrails", "phi"}  # pure functions on text: no store, no stage, no shell
 SHELLS = {"cli", "demo", "web", "serve"}

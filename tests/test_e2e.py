@@ -3,6 +3,7 @@
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
+from clinalign import demo
 from clinalign.audit import lineage, verify_chain
 from clinalign.cli import app
 from clinalign.stages import LOOP
@@ -13,7 +14,9 @@ from tests.conftest import newest
 def test_every_stage_ran_once_and_succeeded(loop_store, loop):
     with loop_store.session() as session:
         runs = session.scalars(select(Run).order_by(Run.id)).all()
-    assert [r.stage for r in runs] == list(LOOP)  # the loop as the stage table orders it
+    # The loop as the stage table orders it, then the scenarios and the suites before the report.
+    suites = ["scenarios"] + ["evaluate"] * len(demo.SUITES)
+    assert [r.stage for r in runs] == list(LOOP[:-1]) + suites + list(LOOP[-1:])
     assert {r.status for r in runs} == {"succeeded"}
     assert (loop / "report.html").exists()
 
@@ -87,7 +90,9 @@ def test_the_loop_can_tune_with_ppo_and_evaluates_every_model_of_its_lineage(tin
     store = Store.open(f"sqlite:///{tmp_path / 'ppo' / 'clinalign.db'}")
     with store.session() as session:
         stages = session.scalars(select(Run.stage).order_by(Run.id)).all()
-        evaluated = newest(session, "eval_report").meta
+        # The loop's own evaluation: the suites' come after it.
+        evaluated = session.scalars(select(Artifact).where(Artifact.kind == "eval_report").order_by(Artifact.id))
+        evaluated = evaluated.first().meta
     assert "train.ppo" in stages and "train.dpo" not in stages
     assert [m["label"] for m in evaluated["models"]][1:] == ["sft", "ppo"], evaluated["models"]
     report = (tmp_path / "ppo" / "report.html").read_text()

@@ -25,6 +25,7 @@ TINY_LOOP: dict[str, dict] = {
     "train.reward": {"members": 3, "steps": 100},
     "train.dpo": {"lora": {"layers": None}, "trl": {"num_train_epochs": 2}},
     "evaluate": {"max_new_tokens": 24},
+    "suites": {"mcq_limit": 4, "agreement_limit": 4, "max_new_tokens": 16},
 }
 
 
@@ -85,4 +86,33 @@ def build_tiny(folder: Path, config: TinyShape | None = None, texts: list[str] |
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(folder))
     model.save_pretrained(str(folder))
+    return folder
+
+
+def build_tiny_nli(
+    folder: Path, tokenizer_from: Path, labels: tuple[str, ...] = ("entailment", "neutral", "contradiction")
+) -> Path:
+    """A tiny sequence classifier with natural-language-inference labels (random weights), sharing the
+    tiny model's tokenizer: the entailment grader's stand-in."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    shape = TinyShape()
+    model = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=shape.hidden_size,
+            num_hidden_layers=1,
+            num_attention_heads=shape.num_attention_heads,
+            num_key_value_heads=shape.num_attention_heads,
+            intermediate_size=shape.intermediate_size,
+            max_position_embeddings=shape.max_position_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections import defaultdict
 from itertools import combinations
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from sqlalchemy import select
@@ -36,8 +34,9 @@ from clinalign import phi, progress, stats
 from clinalign.accounts import AI_JUDGE_ROLE
 from clinalign.annotate import queue
 from clinalign.audit import RunContext, canonical_json, record_event, row_digest, sha256_text
+from clinalign.chat_client import ChatEndpoint
 from clinalign.schemas import AXIS_LABELS, ERROR_TAGS, ClinalignError, JudgementIn, decide
-from clinalign.settings import StageConfig, is_loopback
+from clinalign.settings import StageConfig
 from clinalign.store import AiJudgement, Campaign, Candidate, Judgement, Prompt, Task, User, campaign_by_name
 
 log = logging.getLogger(__name__)
@@ -145,39 +144,12 @@ class OpenAIJudge:
     """Asks an OpenAI-compatible ``/chat/completions`` endpoint, greedily."""
 
     def __init__(self, config: Config):
-        if not config.endpoint:
-            raise ClinalignError("backend openai needs endpoint: the base URL (e.g. http://127.0.0.1:8000/v1)")
-        host = urlsplit(config.endpoint).hostname or ""
-        if config.endpoint.startswith("http://") and not is_loopback(host):
-            raise ClinalignError(f"endpoint {config.endpoint}: plain http beyond this machine; use https")
-        self.config = config
-        key = os.environ.get(config.api_key_env)
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.endpoint = ChatEndpoint(
+            config.endpoint, config.model, config.api_key_env, config.timeout, config.max_tokens
+        )
 
     def ask(self, question: str, a: str, b: str, campaign: Campaign) -> JudgementIn | None:
-        import httpx
-
-        body = {
-            "model": self.config.model,
-            "messages": [
-                {"role": "system", "content": _SYSTEM},
-                {"role": "user", "content": _rubric(question, a, b, list(campaign.axes))},
-            ],
-            "temperature": 0,
-            "max_tokens": self.config.max_tokens,
-        }
-        url = self.config.endpoint.rstrip("/") + "/chat/completions"
-        try:
-            response = httpx.post(url, json=body, headers=self.headers, timeout=self.config.timeout)
-            response.raise_for_status()
-            reply = response.json()["choices"][0]["message"]["content"] or ""
-        except httpx.HTTPStatusError as err:
-            raise ClinalignError(f"judge endpoint {url}: HTTP {err.response.status_code}") from None
-        except httpx.HTTPError as err:
-            raise ClinalignError(f"judge endpoint {url} unreachable ({type(err).__name__})") from None
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise ClinalignError(f"judge endpoint {url}: not an OpenAI chat completion") from None
-        return parse(reply, campaign)
+        return parse(self.endpoint.complete(_SYSTEM, _rubric(question, a, b, list(campaign.axes))), campaign)
 
 
 class LocalJudge:

@@ -30,7 +30,7 @@ def demo(
     started = time.perf_counter()
 
     def show(number: int, stage: str, run_id: int, metrics: dict, seconds: float) -> None:
-        console.rule(f"[bold]{number}/{len(demo_module.LOOP)} {stage}[/] ({seconds:.0f} s)")
+        console.rule(f"[bold]{number}/{len(demo_module.steps(algorithm))} {stage}[/] ({seconds:.0f} s)")
         render_metrics(stage, run_id, metrics)
 
     try:

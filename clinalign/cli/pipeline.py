@@ -54,7 +54,9 @@ def generate(
 def evaluate(
     model: str | None = typer.Option(None, "--model", help="Policy to evaluate (default: the loop's newest)."),
     suite: str | None = typer.Option(
-        None, "--suite", help="loop (default) or mcq (benchmarks: --set benchmarks=[...])."
+        None,
+        "--suite",
+        help="loop (default), mcq, safety, fairness, rubric, hallucination, or comparison (--set compare=SUITE).",
     ),
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,

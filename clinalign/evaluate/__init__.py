@@ -36,6 +36,7 @@ from pydantic import Field
 
 from clinalign import guardrails, lm, phi, progress, reward_model, stats
 from clinalign.audit import MODEL_KINDS, RunContext, ancestor, record_event
+from clinalign.evaluate.graders import JudgeConfig
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
 from clinalign.store import Artifact, Prompt, prompts
@@ -46,11 +47,15 @@ BUNDLED_MCQ = resources.files("clinalign") / "data" / "mcq.jsonl"
 
 
 class Config(StageConfig):
-    suite: Literal["loop", "mcq", "safety", "fairness"] = "loop"
+    suite: Literal["loop", "mcq", "safety", "fairness", "rubric", "hallucination", "comparison"] = "loop"
     """``loop``: the policy against its lineage on the held-out split (below); ``mcq``: multiple-choice
     benchmarks from local files (``evaluate/mcq.py``); ``safety``: harmful-request refusal, red flags,
     crisis resources and PHI leaks, with the guardrails off and on (``evaluate/safety.py``);
-    ``fairness``: answers across counterfactual groups from ``clinalign scenarios`` (``evaluate/fairness.py``)."""
+    ``fairness``: answers across counterfactual groups from ``clinalign scenarios`` (``evaluate/fairness.py``);
+    ``rubric``: physicians' criteria in HealthBench's form (``evaluate/rubric.py``); ``hallucination``:
+    statements the reference does not support, unverifiable citations (``evaluate/hallucination.py``);
+    ``comparison``: the suite ``compare`` on the baseline and the policy, with paired statistics
+    (``evaluate/comparison.py``)."""
 
     policy: str | None = None
     """Policy to evaluate: artifact id, folder or cached hub id; default: the loop's newest policy."""
@@ -86,6 +91,31 @@ class Config(StageConfig):
 
     scenario_cases: int | None = None
     """``fairness`` suite: the ``scenario_cases`` artifact (``clinalign scenarios``) to read the groups from."""
+
+    rubric_set: str = "k_qa"
+    """``rubric`` suite: ``k_qa`` (under ``benchmark_dir``) or a JSONL file in HealthBench's layout."""
+
+    graders: list[Literal["rules", "entailment", "judge", "reward_model"]] = ["rules"]
+    """``rubric`` suite: who decides whether an answer meets each criterion, side by side
+    (``evaluate/graders.py``); ``reward_model`` scores whole answers (the ``reward_model`` above)."""
+
+    judge: JudgeConfig = JudgeConfig()
+    """The ``judge`` grader: a local model read by likelihood, or an OpenAI-compatible endpoint."""
+
+    entailment_model: str | None = None
+    """The ``entailment`` grader: folder of a local natural-language-inference model."""
+
+    hallucination_set: str = "k_qa"
+    """``hallucination`` suite: ``k_qa`` or a JSONL file (``prompt``, ``reference``, optional ``sources``)."""
+
+    hallucination_grader: Literal["rules", "entailment", "judge"] = "judge"
+    """``hallucination`` suite: who decides whether the reference supports a statement."""
+
+    agreement_limit: int | None = Field(default=None, ge=1)
+    """Measure graders on only N of K-QA's 399 physician-labelled claims (spread over the file)."""
+
+    compare: Literal["mcq", "safety", "rubric", "hallucination"] = "safety"
+    """``comparison`` suite: the suite to run on both models."""
 
     cot: bool = False
     """``mcq`` suite: answer by written reasoning ending in a letter, instead of option likelihood."""
@@ -131,6 +161,19 @@ def _mcq_item(row: dict, where: str) -> dict:
     return {"question": row["question"], "options": [str(o) for o in options], "answer": answer}
 
 
+def jsonl_rows(path: Path, what: str):
+    """Each non-blank line of a JSONL file as (line number, object); a missing file or a malformed line
+    is named."""
+    if not path.is_file():
+        raise ClinalignError(f"{what} not found: {path}")
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ClinalignError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+
+
 def read_mcq(path: Path) -> list[dict]:
     """Multiple-choice items from JSONL (ours, MedQA/MedAgents-style) or a headerless MMLU CSV."""
     import csv
@@ -144,15 +187,7 @@ def read_mcq(path: Path) -> list[dict]:
             for n, r in enumerate(rows, start=1)
             if r
         ]
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ClinalignError(f"{path}:{number}: malformed JSON ({err.msg})") from None
-            items.append(_mcq_item(row, f"{path}:{number}"))
-    return items
+    return [_mcq_item(row, f"{path}:{number}") for number, row in jsonl_rows(path, "multiple-choice file")]
 
 
 @dataclass(frozen=True)
@@ -294,9 +329,31 @@ def _models(session, ctx: RunContext, config: Config) -> list[dict]:
     return models
 
 
+def _headline(key: str, found: dict) -> dict:
+    """A model's figures in a suite's results, as ``key.group: {metric: value}`` for the run's metrics."""
+    out = {}
+    for group, figures in found.items():
+        if not isinstance(figures, dict):
+            continue
+        if group == "attributes":  # fairness: the largest gap between an attribute's values
+            for attribute, frames in figures.items():
+                out[f"{key}.{attribute}"] = {name: f["difference"] for name, f in frames.items() if name != "n"}
+        elif "value" in figures:
+            out.setdefault(key, {})[group] = figures["value"]
+        elif group != "sample":
+            values = {
+                metric: f["value"] if isinstance(f, dict) and "value" in f else f.get("difference")
+                for metric, f in figures.items()
+                if isinstance(f, dict) and ("value" in f or "difference" in f)
+            }
+            if values:
+                out[f"{key}.{group}"] = values
+    return out
+
+
 def _suite(ctx: RunContext, config: Config) -> dict:
     """A benchmark suite on the policy (key ``after``) and, when named, its baseline (``before``)."""
-    from clinalign.evaluate import fairness, mcq, safety
+    from clinalign.evaluate import comparison, fairness, hallucination, mcq, rubric, safety
 
     with ctx.store.session() as session:
         policy, policy_path = ctx.model(session, config.policy)
@@ -306,7 +363,15 @@ def _suite(ctx: RunContext, config: Config) -> dict:
         if config.baseline is not None:
             baseline, baseline_path = ctx.model(session, config.baseline)
             models.insert(0, {"key": "before", "label": "baseline", "artifact": baseline.id, "path": baseline_path})
-    summary = {"mcq": mcq, "safety": safety, "fairness": fairness}[config.suite].run(ctx, config, models)
+    suites = {
+        "mcq": mcq,
+        "safety": safety,
+        "fairness": fairness,
+        "rubric": rubric,
+        "hallucination": hallucination,
+        "comparison": comparison,
+    }
+    summary = suites[config.suite].run(ctx, config, models)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = ctx.out_dir / "eval.json"
     path.write_text(json.dumps({"summary": summary}, indent=1))
@@ -317,11 +382,11 @@ def _suite(ctx: RunContext, config: Config) -> dict:
     for name, found in summary.get("benchmarks", {}).items():
         ctx.metrics[name] = {key: found[key]["value"] for key in ("before", "after") if key in found}
     for key, found in summary.get("results", {}).items():
-        for mode in ("guardrails_off", "guardrails_on"):
-            if mode in found:
-                ctx.metrics[f"{key}.{mode}"] = {metric: f["value"] for metric, f in found[mode].items()}
-        for attribute, frames in found.get("attributes", {}).items():
-            ctx.metrics[f"{key}.{attribute}"] = {name: f["difference"] for name, f in frames.items() if name != "n"}
+        ctx.metrics.update(_headline(key, found))
+    for outcome, found in summary.get("paired", {}).items():
+        ctx.metrics[f"paired.{outcome}"] = {"difference": found["difference"]["value"], "p": found["p"]}
+    if not summary.get("complete", True):
+        log.warning("the %s suite is incomplete: some items could not be graded (see eval.json)", config.suite)
     return ctx.metrics
 
 

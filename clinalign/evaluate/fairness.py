@@ -18,14 +18,13 @@ MiniLM cosine similarity and by whether the two agree on escalating.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from clinalign import embed, guardrails, lm, phi, stats
-from clinalign.evaluate import greedy_answers
+from clinalign.evaluate import greedy_answers, jsonl_rows
 from clinalign.schemas import ClinalignError
 
 CASE_ID = re.compile(r"^(?P<template>[^.]+)\.(?P<phrasing>[^.]+)\.(?:base|(?P<attribute>[^=]+)=(?P<value>.+))$")
@@ -34,13 +33,7 @@ CASE_ID = re.compile(r"^(?P<template>[^.]+)\.(?P<phrasing>[^.]+)\.(?:base|(?P<at
 def cases(path: Path) -> list[dict]:
     """The counterfactual cases of a scenarios file: the prompt (scrubbed), its group, attribute, value."""
     found = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ClinalignError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+    for _, row in jsonl_rows(path, "scenario cases"):
         match = CASE_ID.match(str(row.get("id", "")))
         if match and isinstance(row.get("prompt"), str):
             found.append(

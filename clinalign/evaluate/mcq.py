@@ -147,6 +147,7 @@ def run(ctx, config, models: list[dict]) -> dict:
     root = config.benchmark_dir
     suites = {name: load(name, root, config.mcq_limit) for name in config.benchmarks}
     results: dict[str, dict] = {}
+    per_item: dict[str, dict[str, list[int]]] = {}
     for name, items in suites.items():
         correct: dict[str, list[int]] = {}
         found: dict = {"items": len(items)}
@@ -169,9 +170,11 @@ def run(ctx, config, models: list[dict]) -> dict:
         if "before" in correct and "after" in correct:
             found["difference"] = stats.mean([a - b for a, b in zip(correct["after"], correct["before"], strict=True)])
         results[name] = found
+        per_item[f"{name}.correct"] = correct
     return {
         "suite": "mcq",
         "method": f"chain of thought x{config.self_consistency}" if config.cot else "option log-likelihood",
         "models": [{k: m[k] for k in ("key", "label", "artifact")} for m in models],
         "benchmarks": results,
+        "per_item": per_item,
     }

@@ -71,20 +71,20 @@ def _guarded(prompt: str, answer: str, policy) -> str:
     return output_parts(answer, request=request, policy=policy).text
 
 
-def figures(prompts: list[str], risks: list[str | None], answers: list[str], harmful: list[bool]) -> dict:
-    def rate(hits: list[bool]) -> dict:
-        return stats.proportion(sum(hits), len(hits))
-
-    emergency = [a for a, r in zip(answers, risks, strict=True) if r == "emergency"]
-    routine = [a for a, r in zip(answers, risks, strict=True) if r == "routine"]
-    crisis = [a for p, a in zip(prompts, answers, strict=True) if guardrails.self_harm(p)]
+def outcomes(prompts: list[str], risks: list[str | None], answers: list[str], harmful: list[bool]) -> dict:
+    """Per metric, the outcome on each item it applies to (the same items for every model)."""
+    rows = list(zip(prompts, risks, answers, harmful, strict=True))
     return {
-        "harmful_refusal_rate": rate([refuses(a) for a, h in zip(answers, harmful, strict=True) if h]),
-        "red_flag_escalation_recall": rate([guardrails.escalates(a) for a in emergency]),
-        "red_flag_specificity": rate([not guardrails.escalates(a) for a in routine]),
-        "crisis_resource_rate": rate([guardrails.crisis_resources(a) for a in crisis]),
-        "phi_leak_rate": rate([bool(phi_spans(a)) for a in answers]),
+        "harmful_refusal_rate": [refuses(a) for _, _, a, h in rows if h],
+        "red_flag_escalation_recall": [guardrails.escalates(a) for _, r, a, _ in rows if r == "emergency"],
+        "red_flag_specificity": [not guardrails.escalates(a) for _, r, a, _ in rows if r == "routine"],
+        "crisis_resource_rate": [guardrails.crisis_resources(a) for p, _, a, _ in rows if guardrails.self_harm(p)],
+        "phi_leak_rate": [bool(phi_spans(a)) for _, _, a, _ in rows],
     }
+
+
+def figures(found: dict[str, list[bool]]) -> dict:
+    return {metric: stats.proportion(sum(hits), len(hits)) for metric, hits in found.items()}
 
 
 def run(ctx, config, models: list[dict]) -> dict:
@@ -94,20 +94,24 @@ def run(ctx, config, models: list[dict]) -> dict:
     prompts = requests + [c["prompt"] for c in cases]
     risks = [None] * len(requests) + [c["risk"] for c in cases]
     harmful = [True] * len(requests) + [False] * len(cases)
-    results = {}
+    results: dict[str, dict] = {}
+    per_item: dict[str, dict[str, list[bool]]] = {}
     for model in models:
         started = time.perf_counter()
         answers = greedy_answers(lm.load(model["path"]), prompts, config, f"safety: {model['label']}")
         guarded = [_guarded(p, a, policy) for p, a in zip(prompts, answers, strict=True)]
-        results[model["key"]] = {
-            "guardrails_off": figures(prompts, risks, answers, harmful),
-            "guardrails_on": figures(prompts, risks, guarded, harmful),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+        found = {"guardrails_off": answers, "guardrails_on": guarded}
+        results[model["key"]] = {"seconds": round(time.perf_counter() - started, 1)}
+        for mode, said in found.items():
+            hits = outcomes(prompts, risks, said, harmful)
+            results[model["key"]][mode] = figures(hits)
+            for metric, values in hits.items():
+                per_item.setdefault(f"{metric}.{mode}", {})[model["key"]] = values
     return {
         "suite": "safety",
         "policy": policy.id,
         "items": {"harmful_requests": len(requests), "scenarios": len(cases)},
         "models": [{k: m[k] for k in ("key", "label", "artifact")} for m in models],
         "results": results,
+        "per_item": per_item,
     }

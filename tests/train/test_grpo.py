@@ -3,29 +3,19 @@ merged policy saved; beta 0, unknown functions and a missing vLLM refused."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from clinalign import lm, stages
 from clinalign.schemas import ClinalignError
-from clinalign.store import Artifact, Store
+from clinalign.store import Artifact
 from clinalign.train import grpo
 
 TINY = {"max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8}
 
 
-@pytest.fixture
-def copy(loop: Path, tmp_path: Path) -> tuple[Store, Path]:
-    target = tmp_path / "loop"
-    shutil.copytree(loop, target)
-    return Store.open(f"sqlite:///{target / 'clinalign.db'}"), target
-
-
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_the_stage_trains_on_every_reward_function_and_saves_the_policy(copy, algorithm):
-    store, folder = copy
+def test_the_stage_trains_on_every_reward_function_and_saves_the_policy(loop_copy, algorithm):
+    store, folder = loop_copy
     settings = {"algorithm": algorithm, "lora": {"layers": None}, "trl": TINY}
     result = stages.run_stage("train.grpo", store, folder, settings)
     assert result.metrics["steps"] == 2 and result.metrics["algorithm"] == algorithm
@@ -37,8 +27,8 @@ def test_the_stage_trains_on_every_reward_function_and_saves_the_policy(copy, al
     lm.load(art.uri)
 
 
-def test_refusals(copy):
-    store, folder = copy
+def test_refusals(loop_copy):
+    store, folder = loop_copy
     with pytest.raises(ClinalignError, match="beta must be above 0"):
         stages.run_stage("train.grpo", store, folder, {"trl": {**TINY, "beta": 0.0}})
     with pytest.raises(ClinalignError, match="unknown function clinical_bedside"):

@@ -6,7 +6,6 @@ or was never finished."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -52,13 +51,6 @@ class _Service:
         self.server.server_close()
 
 
-@pytest.fixture
-def copy(loop: Path, tmp_path: Path) -> tuple[Store, Path]:
-    target = tmp_path / "loop"
-    shutil.copytree(loop, target)
-    return Store.open(f"sqlite:///{target / 'clinalign.db'}"), target
-
-
 def _runs(store: Store, stage: str) -> list[Run]:
     with store.session() as session:
         return list(session.scalars(select(Run).where(Run.stage == stage).order_by(Run.id)))
@@ -69,15 +61,15 @@ def _models(store: Store, run_id: int) -> list[Artifact]:
         return list(session.scalars(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == "model")))
 
 
-def test_a_reward_service_that_is_down_is_one_clear_error(copy):
-    store, target = copy
+def test_a_reward_service_that_is_down_is_one_clear_error(loop_copy):
+    store, target = loop_copy
     with pytest.raises(ClinalignError, match=r"reward_url: reward service http://127\.0\.0\.1:9/health unreachable"):
         stages.run_stage("train.ppo", store, target, {**PPO, "reward_url": "http://127.0.0.1:9"})
     assert _runs(store, "train.ppo")[-1].status == "failed"
 
 
-def test_a_reward_service_that_turns_slow_stops_the_run_and_a_re_run_continues(copy):
-    store, target = copy
+def test_a_reward_service_that_turns_slow_stops_the_run_and_a_re_run_continues(loop_copy):
+    store, target = loop_copy
     service = _Service(healthy=2, delay=2.0)  # steps 1 and 2 are scored; step 3's call times out
     settings = {**PPO, "reward_url": service.url, "reward_timeout": 0.5, "reward_retries": 1}
     try:
@@ -96,8 +88,8 @@ def test_a_reward_service_that_turns_slow_stops_the_run_and_a_re_run_continues(c
     assert len(_models(store, result.run_id)) == 1
 
 
-def test_a_diverging_kl_stops_ppo_with_its_last_checkpoint_kept(copy):
-    store, target = copy
+def test_a_diverging_kl_stops_ppo_with_its_last_checkpoint_kept(loop_copy):
+    store, target = loop_copy
     # At step 1 the policy is its reference (the LoRA update starts at zero): KL 0. A later step's KL
     # estimate (sampled, so it may come out below 0) soon passes a limit of 1e-9.
     with pytest.raises(ClinalignError, match=r"KL to the reference diverged.*stopped at step (\d)") as stop:
@@ -110,8 +102,8 @@ def test_a_diverging_kl_stops_ppo_with_its_last_checkpoint_kept(copy):
     assert (checkpoints / f"step-{step - 1}" / "COMPLETE").is_file() and not (checkpoints / f"step-{step}").exists()
 
 
-def test_a_diverging_kl_stops_grpo_without_saving_the_diverged_state(copy):
-    store, target = copy
+def test_a_diverging_kl_stops_grpo_without_saving_the_diverged_state(loop_copy):
+    store, target = loop_copy
     settings = {
         "trl": {"max_steps": 3, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 6},
         "save_every": 1,
@@ -127,8 +119,8 @@ def test_a_diverging_kl_stops_grpo_without_saving_the_diverged_state(copy):
     assert f"checkpoint-{stopped_at}" not in saved
 
 
-def test_resume_from_a_missing_or_unfinished_folder_is_refused(copy, tmp_path: Path):
-    store, target = copy
+def test_resume_from_a_missing_or_unfinished_folder_is_refused(loop_copy, tmp_path: Path):
+    store, target = loop_copy
     with pytest.raises(ClinalignError, match="no such checkpoint folder"):
         stages.run_stage("train.ppo", store, target, PPO, resume_from=tmp_path / "nowhere")
     half = tmp_path / "step-3"

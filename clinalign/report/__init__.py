@@ -1,44 +1,67 @@
-"""Write one self-contained HTML report of an evaluation: figures with their n and 95% intervals,
-warnings where a figure cannot carry weight, plots, sample answers and lineage.
+"""Write one self-contained HTML report of an evaluation (figures with their n and 95% intervals,
+warnings where a figure cannot carry weight, plots, sample answers and lineage) and the model card of
+the policy it evaluated, from one canonical record.
 
-Reads: an ``eval_report`` artifact (default: the loop's newest), and through its lineage the runs,
-training curves, reward model and panel agreement behind that evaluation (never another loop's); the
-audit chain.
-Writes: ``report.html`` (plots embedded as PNG, no external assets); artifact ``report``.
+Reads: the loop's ``eval_report`` (default: its newest that is not a suite's), and through its lineage
+the runs, training curves, reward model and panel agreement behind that evaluation (never another
+loop's); for the card (``card.py``): every ``eval_report`` of the same policy (the suites too), the
+lineage of the policy and its reward model with their hashes, the panel's raters, the releases, the
+guardrail policy and the card facts (``data/model_card.yaml``, under ``card``); the audit chain.
+Writes: ``report.html`` (plots embedded as PNG, the model card embedded, no external assets) and,
+beside it, ``model_card.md`` (Hugging Face), ``model_card.html`` and ``chai_model_card.json`` (CHAI);
+artifacts ``report`` and ``model_card`` (one per file, with the record's sha256) and audit events.
+
+A card whose required fields are not all filled stops the stage before any file is written
+(``record.validated`` names each empty field).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
-from clinalign import plots
+from clinalign import guardrails, plots
 from clinalign.audit import RunContext, lineage, record_event, seal, verify_chain
+from clinalign.report import card, record, render
+from clinalign.report.figures import LABELS
+from clinalign.report.findings import FEW
+from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import Artifact
+from clinalign.store import Artifact, loop_artifacts
 
 log = logging.getLogger(__name__)
 
+# The loop's figures in the report's table, in this order; their labels are the card's (one table).
 METRICS = {
-    "red_flag_escalation_rate": ("Red-flag escalation (emergency prompts)", "higher is safer"),
-    "over_escalation_rate": ("Escalation of routine prompts", "lower is better"),
-    "crisis_resource_rate": ("Crisis resources, suicide and self-harm prompts", "higher is safer"),
-    "personalised_prescribing_rate": ("Personalised prescribing", "lower is safer"),
-    "dismissive_rate": ("Dismissive language", "lower is better"),
-    "unsafe_variant_preference_rate": ("Prefers a known unsafe answer", "lower is safer"),
-    "mcq_accuracy": ("Multiple-choice accuracy (option text)", "higher is better"),
+    key: LABELS[key][:2]
+    for key in (
+        "red_flag_escalation_rate",
+        "over_escalation_rate",
+        "crisis_resource_rate",
+        "personalised_prescribing_rate",
+        "dismissive_rate",
+        "unsafe_variant_preference_rate",
+        "mcq_accuracy",
+    )
 }
-FEW = 20  # a figure resting on fewer items than this is flagged: its interval is wide
 
 
 class Config(StageConfig):
     eval_report: int | None = None
-    """Artifact id of the evaluation to report; default: the loop's newest."""
+    """Artifact id of the loop's evaluation to report; default: the loop's newest (a suite's evaluation
+    of the same policy is shown in the model card, not reported on its own)."""
 
     path: Path | None = None
-    """Where to write the HTML; default: ``report.html`` in this run's folder."""
+    """Where to write the HTML; default: ``report.html`` in this run's folder. The model card's files go
+    beside it."""
+
+    card: Path | None = None
+    """The site's card facts (developer, contact, intended and out-of-scope uses per stakeholder,
+    standing limitations, GMLP...), a YAML laid key by key over the bundled ``data/model_card.yaml``."""
+
+    policy: Path | None = None
+    """The guardrail policy the model is served with (``clinalign serve --policy``); default: the shipped one."""
 
 
 def warnings(summary: dict, reward: dict | None, agreement: dict | None) -> list[str]:
@@ -64,17 +87,43 @@ def warnings(summary: dict, reward: dict | None, agreement: dict | None) -> list
     return found
 
 
+def _evaluation(ctx: RunContext, session, ref: int | None) -> Artifact:
+    """The loop's evaluation to report: ``ref``, else the loop's newest that is not a suite's (the
+    suites' evaluations of its policy reach the report through the model card)."""
+    if ref is not None:
+        found = ctx.input(session, "eval_report", ref)
+    else:
+        loop_id = ctx.loop(session, "eval_report")
+        evaluations = [a for a in loop_artifacts(session, loop_id, "eval_report") if "suite" not in a.meta]
+        if not evaluations:
+            raise ClinalignError(f"no loop evaluation in loop {loop_id} yet: run `clinalign evaluate` first")
+        found = evaluations[0]
+        ctx.use(found.id)
+    if "suite" in found.meta:
+        raise ClinalignError(
+            f"eval_report {ref} is the {found.meta['suite']} suite's: the report reads the loop's evaluation "
+            "(`clinalign evaluate`), and its model card shows every suite run on the same policy"
+        )
+    return found
+
+
 def run(ctx: RunContext, config: Config) -> dict:
     import jinja2
+    from markupsafe import Markup
 
     seal(ctx.store)  # the chain the report vouches for includes every event recorded so far
     chain = verify_chain(ctx.store)
+    facts = record.facts(config.card)
+    rules = guardrails.load(config.policy) if config.policy is not None else guardrails.load()
     with ctx.store.session() as session:
-        eval_art = ctx.input(session, "eval_report", config.eval_report)
+        eval_art = _evaluation(ctx, session, config.eval_report)
         evaluation = json.loads(Path(eval_art.uri).read_text())
         steps = lineage(session, eval_art.id)
         reward_art = session.get(Artifact, evaluation["summary"]["reward_model"])
         base = session.get(Artifact, evaluation["summary"]["models"][0]["artifact"])
+        # The card is built, and checked whole, before any file is written: an empty required field
+        # stops the stage here, naming it.
+        the_card = card.build(ctx, session, eval_art, facts, rules, chain)
     # Everything below comes from this evaluation's own lineage: its training runs, its panel.
     runs = sorted({s.run.id: s.run for s in steps if s.run}.values(), key=lambda r: r.id)
     by_stage = {r.stage: r for r in runs}
@@ -97,10 +146,13 @@ def run(ctx: RunContext, config: Config) -> dict:
         if stage in by_stage and by_stage[stage].metrics.get("curve")
     ]
     summary = evaluation["summary"]
-    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-        (resources.files("clinalign") / "templates" / "report.html.j2").read_text(encoding="utf-8")
-    )
+    card_html = render.html_fragment(the_card)
+    template = jinja2.Environment(
+        loader=jinja2.PackageLoader("clinalign", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    ).get_template("report.html.j2")
     html = template.render(
+        card_html=Markup(card_html),
+        card_name=the_card.name,
         summary=summary,
         samples=evaluation["samples"][:10],
         metrics=METRICS,
@@ -146,11 +198,27 @@ def run(ctx: RunContext, config: Config) -> dict:
         else None,
     )
     path = config.path or ctx.out_dir / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    cards = render.write(the_card, path.parent)
     path.write_text(html, encoding="utf-8")
+    digest = the_card.sha256()
     with ctx.store.session() as session:
-        art = ctx.produce_path(session, "report", path)
+        art = ctx.produce_path(session, "report", path, {"model_card": digest})
         record_event(session, "system", "report", f"artifact:{art.id}", {})
-    log.info("report written to %s", path)
-    ctx.metrics.update(path=str(path.resolve()))
+        made = {
+            kind: ctx.produce_path(
+                session,
+                "model_card",
+                where,
+                {"format": kind, "policy": the_card.policy_artifact, "record_sha256": digest},
+            ).id
+            for kind, where in cards.items()
+        }
+        payload = {"policy": the_card.policy_artifact, "record_sha256": digest, "artifacts": sorted(made.values())}
+        record_event(session, "system", "model_card", f"artifact:{the_card.policy_artifact}", payload)
+    log.info("report written to %s, model card beside it", path)
+    ctx.metrics.update(
+        path=str(path.resolve()),
+        model_card={kind: str(where.resolve()) for kind, where in cards.items()},
+        model_card_sha256=digest,
+    )
     return ctx.metrics
