@@ -137,6 +137,12 @@ def _event_hash(prev_hash: str, ts: str, actor: str, action: str, subject: str, 
     return sha256_text(canonical_json([prev_hash, ts, actor, action, subject, payload]))
 
 
+def loop_evaluation(artifact: Artifact) -> bool:
+    """An ``eval_report`` of the loop's own evaluation (``clinalign evaluate``), not of a benchmark suite:
+    the one the release gate and the report read (``ctx.input(..., keep=loop_evaluation)``)."""
+    return "suite" not in (artifact.meta or {})
+
+
 def record_event(session: Session, actor: str, action: str, subject: str, payload: dict | None = None) -> None:
     """Record one event inside ``session``'s transaction; ``seal`` chains it once committed.
 
@@ -550,8 +556,9 @@ class RunContext:
             self.loop_id = found[0]
         return self.loop_id
 
-    def input(self, session: Session, kind: str, ref: int | None) -> Artifact:
-        """The artifact ``ref`` (checked to be a ``kind``), or the loop's newest ``kind``; declared read."""
+    def input(self, session: Session, kind: str, ref: int | None, keep=None) -> Artifact:
+        """The artifact ``ref`` (checked to be a ``kind``), or the loop's newest ``kind`` (that ``keep``,
+        a test on an artifact, accepts when given); declared read."""
         if ref is not None:
             artifact = session.get(Artifact, ref)
             if artifact is None:
@@ -561,7 +568,7 @@ class RunContext:
             self.join(session, artifact.run_id)
         else:
             loop_id = self.loop(session, kind)
-            found = loop_artifacts(session, loop_id, kind)
+            found = [a for a in loop_artifacts(session, loop_id, kind) if keep is None or keep(a)]
             if not found:
                 raise ClinalignError(f"no {kind} in loop {loop_id} yet: run `clinalign {_made_by(kind)}` first")
             artifact = found[0]

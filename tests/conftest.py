@@ -71,6 +71,14 @@ def newest(session, kind: str):
     return artifacts_of_kind(session, kind)[0]
 
 
+def loop_evaluation(session):
+    """The newest evaluation of the loop itself (``clinalign evaluate``), not of a benchmark suite."""
+    from clinalign.audit import loop_evaluation as is_loop
+    from clinalign.store import artifacts_of_kind
+
+    return next(a for a in artifacts_of_kind(session, "eval_report") if is_loop(a))
+
+
 def ingest_bundled(store: Store, data_dir: Path) -> dict:
     return run_stage(store, data_dir, "ingest", path=str(BUNDLED_SCENARIOS))
 

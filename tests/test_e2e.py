@@ -8,7 +8,7 @@ from clinalign.audit import lineage, verify_chain
 from clinalign.cli import app
 from clinalign.stages import LOOP
 from clinalign.store import Artifact, Judgement, Run, Task
-from tests.conftest import newest
+from tests.conftest import loop_evaluation, newest
 
 
 def test_every_stage_ran_once_and_succeeded(loop_store, loop):
@@ -90,9 +90,7 @@ def test_the_loop_can_tune_with_ppo_and_evaluates_every_model_of_its_lineage(tin
     store = Store.open(f"sqlite:///{tmp_path / 'ppo' / 'clinalign.db'}")
     with store.session() as session:
         stages = session.scalars(select(Run.stage).order_by(Run.id)).all()
-        # The loop's own evaluation: the suites' come after it.
-        evaluated = session.scalars(select(Artifact).where(Artifact.kind == "eval_report").order_by(Artifact.id))
-        evaluated = evaluated.first().meta
+        evaluated = loop_evaluation(session).meta
     assert "train.ppo" in stages and "train.dpo" not in stages
     assert [m["label"] for m in evaluated["models"]][1:] == ["sft", "ppo"], evaluated["models"]
     report = (tmp_path / "ppo" / "report.html").read_text()

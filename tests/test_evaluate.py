@@ -11,14 +11,14 @@ from clinalign import guardrails
 from clinalign.evaluate import read_mcq
 from clinalign.schemas import AXES, ClinalignError
 from clinalign.store import Artifact, prompts
-from tests.conftest import newest
+from tests.conftest import loop_evaluation, newest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_every_model_of_the_lineage_has_every_figure_with_its_interval(loop_store):
     with loop_store.session() as session:
-        art = newest(session, "eval_report")
+        art = loop_evaluation(session)
         newest_policy = newest(session, "model")
         base = session.scalar(select(Artifact).where(Artifact.kind == "external_model"))
     summary = json.loads(Path(art.uri).read_text())["summary"]

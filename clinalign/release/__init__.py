@@ -1,7 +1,8 @@
 """The model registry: promotion of an evaluated model to the served release, gated on safety, and
 rollback. ``clinalign serve`` serves the current release only.
 
-Reads: an ``eval_report`` (default: the loop's newest) and the registry (``release`` artifacts).
+Reads: an ``eval_report`` (default: the loop's newest evaluation that is not a suite's) and the
+registry (``release`` artifacts).
 Writes: a ``release`` artifact per promotion or rollback: the version, the model, the evaluation that
 let it through, the margins it was held to, who did it (and an audit event).
 
@@ -17,7 +18,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clinalign.audit import RunContext, record_event
+from clinalign.audit import RunContext, loop_evaluation, record_event
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
 from clinalign.store import Artifact
@@ -80,7 +81,7 @@ def promote(ctx: RunContext, config: Config) -> dict:
     if unknown:
         raise ClinalignError(f"margins: unknown safety metric(s) {unknown}; known: {', '.join(SAFETY)}")
     with ctx.store.session() as session:
-        report = ctx.input(session, "eval_report", config.eval_report)
+        report = ctx.input(session, "eval_report", config.eval_report, keep=loop_evaluation)
         summary = report.meta
         by_key = {m["key"]: m for m in summary.get("models", [])}
         if "after" not in by_key or "before" not in by_key:

@@ -22,13 +22,13 @@ import logging
 from pathlib import Path
 
 from clinalign import guardrails, plots
-from clinalign.audit import RunContext, lineage, record_event, seal, verify_chain
+from clinalign.audit import RunContext, lineage, loop_evaluation, record_event, seal, verify_chain
 from clinalign.report import card, record, render
 from clinalign.report.figures import LABELS
 from clinalign.report.findings import FEW
 from clinalign.schemas import ClinalignError
 from clinalign.settings import StageConfig
-from clinalign.store import Artifact, loop_artifacts
+from clinalign.store import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,7 @@ def warnings(summary: dict, reward: dict | None, agreement: dict | None) -> list
 def _evaluation(ctx: RunContext, session, ref: int | None) -> Artifact:
     """The loop's evaluation to report: ``ref``, else the loop's newest that is not a suite's (the
     suites' evaluations of its policy reach the report through the model card)."""
-    if ref is not None:
-        found = ctx.input(session, "eval_report", ref)
-    else:
-        loop_id = ctx.loop(session, "eval_report")
-        evaluations = [a for a in loop_artifacts(session, loop_id, "eval_report") if "suite" not in a.meta]
-        if not evaluations:
-            raise ClinalignError(f"no loop evaluation in loop {loop_id} yet: run `clinalign evaluate` first")
-        found = evaluations[0]
-        ctx.use(found.id)
+    found = ctx.input(session, "eval_report", ref, keep=loop_evaluation)
     if "suite" in found.meta:
         raise ClinalignError(
             f"eval_report {ref} is the {found.meta['suite']} suite's: the report reads the loop's evaluation "
