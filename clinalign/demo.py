@@ -141,8 +141,9 @@ def run(
         }
     found["reward_model"] = newest["reward_model"]
     found["scenario_cases"] = step("scenarios", "scenarios", {})["artifact"]
+    benchmarks = load_config(BY_NAME["evaluate"].load().Config, base=suites).benchmark_dir
     for name, config in SUITES.items():
-        if name in NEEDS_BENCHMARKS and not Path(suites.get("benchmark_dir", "../shared/data")).is_dir():
+        if name in NEEDS_BENCHMARKS and not benchmarks.is_dir():
             log.warning("suite %s left out: no benchmark folder ../shared/data beside the repository", name)
             continue
         step(f"evaluate --suite {name}", "evaluate", merge(suites, {**config, **sized, **found}))

@@ -22,7 +22,8 @@ Graders (``graders``): ``rules``, ``entailment``, ``judge`` (``graders.py``) gra
 criteria. Beside each score: the grader's F1 on K-QA's physician-labelled claims (criterion graders),
 and its agreement with the store's clinicians: on every judged pair with a majority for A or B whose
 prompt has a reference (criteria from the reference's sentences), does the grader score the chosen
-answer higher (accuracy, and macro F1 over A and B with a grader's tie counted as a miss).
+answer higher (accuracy, and macro F1 over A and B where clinicians chose both ways, a grader's tie
+counted as a miss).
 
 An item a grader could not grade (a judge reply that does not parse) leaves that grader's score
 incomplete: the summary says how many, and ``complete`` is false.
@@ -241,12 +242,15 @@ def clinician_agreement(pairs: list[dict], scores_of) -> dict:
             continue
         predicted.append("A" if a > b else "B" if b > a else "tie")
         truth.append(pair["choice"])
+    # Macro F1 only where the clinicians chose both ways: with one side alone it is that side's F1,
+    # which rewards a grader for never disagreeing with the majority class.
+    both = {"A", "B"} <= set(truth)
     per_class = [graders.f1([p == c for p in predicted], [t == c for t in truth])["f1"] for c in ("A", "B")]
-    macro = [f for f in per_class if f is not None]
     return {
         "n": len(truth),
+        "chosen": {c: truth.count(c) for c in ("A", "B")},
         "accuracy": stats.proportion(sum(p == t for p, t in zip(predicted, truth, strict=True)), len(truth)),
-        "f1": sum(macro) / len(macro) if macro else None,
+        "f1": sum(per_class) / 2 if both else None,
         "ungraded": len(pairs) - len(truth),
     }
 
