@@ -12,6 +12,7 @@ import pytest
 from clinalign import stages
 from clinalign.evaluate import mcq
 from clinalign.schemas import ClinalignError
+from tests.conftest import newest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the repository")
@@ -73,8 +74,12 @@ def test_the_suite_scores_a_policy_and_its_baseline_on_the_same_items(store, tmp
     after = bundled["after"]
     assert after["n"] == 8 and after["low"] <= after["value"] <= after["high"] and after["items_per_second"] > 0
     assert bundled["difference"]["value"] == 0.0  # the same model twice: the paired difference is exactly 0
-    with pytest.raises(ClinalignError, match="has no safety figures"):
+    with pytest.raises(ClinalignError, match="no eval_report in loop"):  # the gate reads loop evaluations only
         stages.run_stage("release", store, tmp_path, {})
+    with store.session() as session:
+        suite_report = newest(session, "eval_report").id
+    with pytest.raises(ClinalignError, match="has no safety figures"):
+        stages.run_stage("release", store, tmp_path, {"eval_report": suite_report})
 
 
 def test_chain_of_thought_with_self_consistency(store, tmp_path, tiny_model):
